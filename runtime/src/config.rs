@@ -1,0 +1,349 @@
+//! `config.json` of ERNIE 4.5 text checkpoints (`ernie4_5`, `ernie4_5_moe`), in both the
+//! transformers 4.x and 5.x spellings. Field names are the HF config keys; defaults are the
+//! transformers 5.x class defaults, so a config that omits a key means what it means there
+//! (spec §2.1-2.2; `configuration_ernie4_5{,_moe}.py`).
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::error::config_err;
+use crate::weights::read_json;
+use crate::{Error, Result};
+
+/// Which architecture the checkpoint is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelType {
+    /// Dense `Ernie4_5ForCausalLM` (0.3B).
+    Ernie45,
+    /// `Ernie4_5_MoeForCausalLM` (21B-A3B, 300B-A47B).
+    Ernie45Moe,
+}
+
+/// Per-layer feed-forward kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MlpKind {
+    Dense,
+    Moe,
+}
+
+/// MoE settings (spec §2.2). Present only for `ernie4_5_moe`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MoeConfig {
+    /// Routed experts per layer (`moe_num_experts`, alias `num_experts`).
+    pub num_experts: usize,
+    /// Experts chosen per token (`moe_k`, alias `num_experts_per_tok`).
+    pub top_k: usize,
+    /// Width of one routed expert (`moe_intermediate_size`).
+    pub moe_intermediate_size: usize,
+    /// Shared MLP width is `moe_intermediate_size * moe_num_shared_experts`; 0 = none.
+    pub moe_num_shared_experts: usize,
+    /// Clamp of the renormalisation denominator (`moe_norm_min`).
+    pub moe_norm_min: f32,
+}
+
+/// The text decoder's configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextConfig {
+    pub model_type: ModelType,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    /// Width of the dense SwiGLU FFN.
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    /// Explicit in ERNIE configs (128), and not `hidden_size / num_attention_heads` for 0.3B.
+    pub head_dim: usize,
+    pub rms_norm_eps: f32,
+    pub rope_theta: f32,
+    pub max_position_embeddings: usize,
+    pub use_bias: bool,
+    pub tie_word_embeddings: bool,
+    /// `eos_token_id` of config.json (int or list).
+    pub eos_token_id: Vec<u32>,
+    /// Feed-forward kind per layer, from `mlp_layer_types` or the start/end/interval rule.
+    pub mlp_layer_types: Vec<MlpKind>,
+    pub moe: Option<MoeConfig>,
+    /// MTP depth (`num_nextn_predict_layers`); the MTP tensors are kept when > 0.
+    pub num_nextn_predict_layers: usize,
+}
+
+impl TextConfig {
+    /// Reads `dir/config.json`. Errors: [`Error::Io`], [`Error::Json`], [`Error::UnknownModelType`],
+    /// [`Error::Config`] naming the key that is missing, mistyped or out of range.
+    pub fn from_dir(dir: &Path) -> Result<TextConfig> {
+        let v: Value = read_json(&dir.join("config.json"))?;
+        TextConfig::from_json(&v)
+    }
+
+    /// Parses a config.json value (see [`TextConfig::from_dir`]).
+    pub fn from_json(v: &Value) -> Result<TextConfig> {
+        let obj = v.as_object().ok_or_else(|| config_err("config.json", "is not a JSON object"))?;
+        let c = Keys(obj);
+        let model_type = match c.str("model_type")?.as_deref() {
+            Some("ernie4_5") => ModelType::Ernie45,
+            Some("ernie4_5_moe") => ModelType::Ernie45Moe,
+            Some(other) => return Err(Error::UnknownModelType(other.to_string())),
+            None => return Err(config_err("model_type", "missing")),
+        };
+        let is_moe = model_type == ModelType::Ernie45Moe;
+        // Class defaults differ between the two transformers classes; mirror them.
+        let (d_hidden, d_inter, d_layers, d_heads, d_kv) =
+            if is_moe { (2560, 12288, 28, 20, 4) } else { (1024, 3072, 18, 16, 2) };
+        let hidden_size = c.usize_or("hidden_size", d_hidden)?;
+        let num_hidden_layers = c.usize_or("num_hidden_layers", d_layers)?;
+        let num_attention_heads = c.usize_or("num_attention_heads", d_heads)?;
+        let num_key_value_heads = match c.get("num_key_value_heads") {
+            Some(Value::Null) => num_attention_heads,
+            _ => c.usize_or("num_key_value_heads", d_kv)?,
+        };
+        // Ernie4_5Config defaults head_dim to 128; the MoE class has no such field and falls back
+        // to hidden / heads (modeling_ernie4_5_moe.py: getattr(config, "head_dim", hidden // heads)).
+        let head_dim = match c.get("head_dim") {
+            None if !is_moe => 128,
+            None | Some(Value::Null) => hidden_size / num_attention_heads.max(1),
+            Some(_) => c.usize_or("head_dim", 0)?,
+        };
+        let hidden_act = c.str("hidden_act")?.unwrap_or_else(|| "silu".into());
+        if hidden_act != "silu" {
+            return Err(config_err("hidden_act", format!("{hidden_act:?} is not supported (ERNIE uses \"silu\")")));
+        }
+        let rope_theta = rope_theta(&c)?;
+        let eos_token_id = match c.get("eos_token_id") {
+            None | Some(Value::Null) => vec![2],
+            Some(v) => ids(v).ok_or_else(|| config_err("eos_token_id", "must be an id or a list of ids"))?,
+        };
+
+        let moe = if is_moe {
+            Some(MoeConfig {
+                num_experts: c.usize_alias(&["moe_num_experts", "num_experts"], 64)?,
+                top_k: c.usize_alias(&["moe_k", "num_experts_per_tok"], 6)?,
+                moe_intermediate_size: c.usize_or("moe_intermediate_size", 1536)?,
+                moe_num_shared_experts: c.usize_or("moe_num_shared_experts", 2)?,
+                moe_norm_min: c.f32_or("moe_norm_min", 1e-12)?,
+            })
+        } else {
+            None
+        };
+        let mlp_layer_types = mlp_layer_types(&c, is_moe, num_hidden_layers)?;
+
+        let cfg = TextConfig {
+            model_type,
+            vocab_size: c.usize_or("vocab_size", 103424)?,
+            hidden_size,
+            intermediate_size: c.usize_or("intermediate_size", d_inter)?,
+            num_hidden_layers,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            rms_norm_eps: c.f32_or("rms_norm_eps", 1e-5)?,
+            rope_theta,
+            max_position_embeddings: c.usize_or("max_position_embeddings", 131072)?,
+            use_bias: c.bool_or("use_bias", false)?,
+            tie_word_embeddings: c.bool_or("tie_word_embeddings", true)?,
+            eos_token_id,
+            mlp_layer_types,
+            moe,
+            num_nextn_predict_layers: c.usize_or("num_nextn_predict_layers", 0)?,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the values make a runnable model (no zero sizes, heads divisible into KV groups,
+    /// even head_dim for RoPE pairs, top_k within the expert count).
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(config_err(key, "must be > 0"));
+            }
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return Err(config_err(
+                "num_key_value_heads",
+                format!("{} does not divide num_attention_heads {}", self.num_key_value_heads, self.num_attention_heads),
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(config_err("head_dim", format!("{} is odd; RoPE rotates pairs", self.head_dim)));
+        }
+        if !(self.rms_norm_eps >= 0.0 && self.rms_norm_eps.is_finite()) {
+            return Err(config_err("rms_norm_eps", "must be a finite value >= 0"));
+        }
+        if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
+            return Err(config_err("rope_theta", "must be a finite value > 0"));
+        }
+        // Guard against configs whose sizes overflow memory arithmetic long before allocation.
+        let too_big = |v: usize| v > (1 << 24);
+        if [self.vocab_size, self.hidden_size, self.intermediate_size, self.head_dim * self.num_attention_heads]
+            .into_iter()
+            .any(too_big)
+        {
+            return Err(config_err("config.json", "a dimension exceeds 2^24"));
+        }
+        if let Some(m) = &self.moe {
+            if m.num_experts == 0 || m.moe_intermediate_size == 0 {
+                return Err(config_err("moe_num_experts", "MoE sizes must be > 0"));
+            }
+            if m.top_k == 0 || m.top_k > m.num_experts {
+                return Err(config_err("moe_k", format!("{} must be in 1..={}", m.top_k, m.num_experts)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Query width `num_attention_heads * head_dim`.
+    pub fn q_dim(&self) -> usize {
+        self.num_attention_heads * self.head_dim
+    }
+
+    /// Key/value width `num_key_value_heads * head_dim`.
+    pub fn kv_dim(&self) -> usize {
+        self.num_key_value_heads * self.head_dim
+    }
+}
+
+/// `rope_theta` (4.x) or `rope_parameters.rope_theta` (5.x); only the default RoPE type is used
+/// by ERNIE releases.
+fn rope_theta(c: &Keys<'_>) -> Result<f32> {
+    for key in ["rope_scaling", "rope_parameters"] {
+        if let Some(Value::Object(p)) = c.get(key) {
+            if let Some(t) = p.get("rope_type").or_else(|| p.get("type")) {
+                if t.as_str() != Some("default") {
+                    return Err(config_err(key, format!("rope type {t} is not supported (only \"default\")")));
+                }
+            }
+        }
+    }
+    if let Some(Value::Object(p)) = c.get("rope_parameters") {
+        if let Some(t) = p.get("rope_theta") {
+            return t.as_f64().map(|v| v as f32).ok_or_else(|| config_err("rope_parameters.rope_theta", "must be a number"));
+        }
+    }
+    c.f32_or("rope_theta", 500000.0)
+}
+
+/// Layer kinds: an explicit `mlp_layer_types` list ("dense"/"sparse"), else the 4.x rule: layer
+/// i is MoE iff `(i+1) % interval == 0 && start <= i <= end` (end -1 = last layer).
+fn mlp_layer_types(c: &Keys<'_>, is_moe: bool, n_layers: usize) -> Result<Vec<MlpKind>> {
+    if !is_moe {
+        return Ok(vec![MlpKind::Dense; n_layers]);
+    }
+    if let Some(Value::Array(list)) = c.get("mlp_layer_types") {
+        if list.len() != n_layers {
+            return Err(config_err("mlp_layer_types", format!("has {} entries for {n_layers} layers", list.len())));
+        }
+        return list
+            .iter()
+            .map(|v| match v.as_str() {
+                Some("dense") => Ok(MlpKind::Dense),
+                Some("sparse") | Some("moe") => Ok(MlpKind::Moe),
+                _ => Err(config_err("mlp_layer_types", format!("entry {v} is not \"dense\" or \"sparse\""))),
+            })
+            .collect();
+    }
+    let start = c.i64_or("moe_layer_start_index", 1)?;
+    let mut end = c.i64_or("moe_layer_end_index", -1)?;
+    if end == -1 {
+        end = n_layers as i64 - 1;
+    }
+    let interval = c.i64_or("moe_layer_interval", 1)?;
+    if interval <= 0 {
+        return Err(config_err("moe_layer_interval", "must be >= 1"));
+    }
+    Ok((0..n_layers as i64)
+        .map(|i| if (i + 1) % interval == 0 && i >= start && i <= end { MlpKind::Moe } else { MlpKind::Dense })
+        .collect())
+}
+
+fn ids(v: &Value) -> Option<Vec<u32>> {
+    match v {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()).map(|n| vec![n]),
+        Value::Array(a) => a.iter().map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok())).collect(),
+        _ => None,
+    }
+}
+
+/// Reads eos ids from `dir/generation_config.json` when it exists; `Ok(None)` when absent.
+pub fn generation_eos_ids(dir: &Path) -> Result<Option<Vec<u32>>> {
+    let path = dir.join("generation_config.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let v: Value = read_json(&path)?;
+    match v.get("eos_token_id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => ids(x).map(Some).ok_or_else(|| config_err("generation_config.eos_token_id", "must be an id or a list of ids")),
+    }
+}
+
+/// Typed access to config keys with errors that name the key.
+struct Keys<'a>(&'a Map<String, Value>);
+
+impl Keys<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+
+    fn str(&self, key: &str) -> Result<Option<String>> {
+        match self.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(v) => Err(config_err(key, format!("expected a string, found {v}"))),
+        }
+    }
+
+    fn i64_or(&self, key: &str, default: i64) -> Result<i64> {
+        match self.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v.as_i64().ok_or_else(|| config_err(key, format!("expected an integer, found {v}"))),
+        }
+    }
+
+    fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
+        match self.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| config_err(key, format!("expected a non-negative integer, found {v}"))),
+        }
+    }
+
+    fn usize_alias(&self, keys: &[&str], default: usize) -> Result<usize> {
+        match keys.iter().find(|k| !matches!(self.get(k), None | Some(Value::Null))) {
+            Some(k) => {
+                // The VL remote-code configs use lists ([text, vision]); the text MoE takes the first.
+                if let Some(Value::Array(a)) = self.get(k) {
+                    return a.first().and_then(Value::as_u64).map(|n| n as usize).ok_or_else(|| config_err(k, "empty or non-integer list"));
+                }
+                self.usize_or(k, default)
+            }
+            None => Ok(default),
+        }
+    }
+
+    fn f32_or(&self, key: &str, default: f32) -> Result<f32> {
+        match self.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v.as_f64().map(|x| x as f32).ok_or_else(|| config_err(key, format!("expected a number, found {v}"))),
+        }
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| config_err(key, format!("expected true/false, found {v}"))),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Sampling and stopping (greedy, temperature, top-k, top-p, seeded), and the stop rules.
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::{Error, Result};
+
+/// How the next token is picked. `temperature == 0` is greedy (argmax, lowest id on ties).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingParams {
+    pub temperature: f32,
+    /// Keep only the `top_k` most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Keep the smallest set whose probability reaches `top_p` (1.0 = off).
+    pub top_p: f32,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
+    }
+}
+
+impl SamplingParams {
+    /// Errors: [`Error::Request`] for a negative or non-finite temperature, or `top_p` outside (0, 1].
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(Error::Request(format!("temperature {} must be a finite value >= 0", self.temperature)));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::Request(format!("top_p {} must be in (0, 1]", self.top_p)));
+        }
+        Ok(())
+    }
+}
+
+/// A seeded sampler: the same params, seed and logits give the same tokens.
+pub struct Sampler {
+    params: SamplingParams,
+    rng: StdRng,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Result<Sampler> {
+        params.validate()?;
+        let rng = StdRng::seed_from_u64(params.seed);
+        Ok(Sampler { params, rng })
+    }
+
+    /// Picks a token from `logits` (`[v]`).
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        if self.params.temperature == 0.0 {
+            return argmax(logits);
+        }
+        // Candidates sorted by logit, descending (stable: lower id first on ties).
+        let mut idx: Vec<u32> = (0..logits.len() as u32).filter(|&i| !logits[i as usize].is_nan()).collect();
+        if idx.is_empty() {
+            return 0;
+        }
+        idx.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        if self.params.top_k > 0 {
+            idx.truncate(self.params.top_k);
+        }
+        let inv_t = 1.0 / self.params.temperature;
+        let max = logits[idx[0] as usize];
+        let mut probs: Vec<f32> = idx.iter().map(|&i| ((logits[i as usize] - max) * inv_t).exp()).collect();
+        let sum: f32 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= sum);
+        if self.params.top_p < 1.0 {
+            let mut cum = 0.0;
+            let mut keep = probs.len();
+            for (j, p) in probs.iter().enumerate() {
+                cum += p;
+                if cum >= self.params.top_p {
+                    keep = j + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep);
+            idx.truncate(keep);
+            let s: f32 = probs.iter().sum();
+            probs.iter_mut().for_each(|p| *p /= s);
+        }
+        let r: f32 = self.rng.random::<f32>();
+        let mut cum = 0.0;
+        for (j, p) in probs.iter().enumerate() {
+            cum += p;
+            if r < cum {
+                return idx[j];
+            }
+        }
+        idx[probs.len() - 1]
+    }
+}
+
+/// Index of the largest logit; the lowest index wins ties; NaN never wins.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0usize;
+    let mut best_v = f32::NEG_INFINITY;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > best_v {
+            best = i;
+            best_v = v;
+        }
+    }
+    best as u32
+}
+
+/// When generation stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StopRule {
+    /// Ids that end generation (config/generation_config eos ids and `<|end_of_sentence|>`).
+    pub eos_ids: Vec<u32>,
+    /// Token budget.
+    pub max_new_tokens: usize,
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Eos,
+    MaxTokens,
+}

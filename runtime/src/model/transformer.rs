@@ -1,0 +1,174 @@
+//! The ERNIE 4.5 text decoder (`Ernie4_5ForCausalLM`, `Ernie4_5_MoeForCausalLM`; spec §2.4):
+//! embedding → L × (RMSNorm → attention → residual → RMSNorm → dense or MoE FFN → residual) →
+//! RMSNorm → head.
+//!
+//! Checkpoint names (spec §2.3), all relative to `model.` (an `ernie.` prefix is renamed on open):
+//! ```text
+//! embed_tokens.weight                                   [v, h]
+//! layers.{l}.input_layernorm.weight                     [h]
+//! layers.{l}.self_attn.{q,k,v,o}_proj.weight | qkv_proj  see attention.rs
+//! layers.{l}.post_attention_layernorm.weight            [h]
+//! layers.{l}.mlp.{gate,up,down}_proj | up_gate_proj      dense layers (mlp.rs)
+//! layers.{l}.mlp.{gate, moe_statics, experts, shared_experts}  MoE layers (moe/mod.rs)
+//! norm.weight                                           [h]
+//! lm_head.weight (root level)                           [v, h]; absent or ignored when tied
+//! mtp_* (model.mtp_emb_norm, mtp_hidden_norm, mtp_linear_proj, mtp_block)  kept for MTP decoding
+//! ```
+
+use std::collections::BTreeMap;
+
+use crate::attention::Attention;
+use crate::config::{MlpKind, TextConfig};
+use crate::kv_cache::KvCache;
+use crate::moe::{MoeBlock, Routing, SwiGlu};
+use crate::ops::{matmul_xwt, rms_norm};
+use crate::tensor::{Elems, Tensor};
+use crate::trace::Trace;
+use crate::weights::Weights;
+use crate::{Error, Result};
+
+/// The feed-forward half of a layer.
+pub enum Mlp {
+    Dense(SwiGlu),
+    Moe(MoeBlock),
+}
+
+/// One decoder layer.
+pub struct Layer {
+    /// `[h]`
+    pub input_layernorm: Vec<f32>,
+    pub self_attn: Attention,
+    /// `[h]`
+    pub post_attention_layernorm: Vec<f32>,
+    pub mlp: Mlp,
+}
+
+/// Which logits a forward pass returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// `[v]` for the last row only (generation).
+    Last,
+    /// `[t, v]` for every row (parity tests, speculative verification).
+    All,
+    /// None: the final normalised hidden states `[t, h]` instead (embeddings).
+    Hidden,
+}
+
+/// The decoder and its weights.
+pub struct Transformer {
+    pub cfg: TextConfig,
+    /// `[v, h]`
+    pub embed_tokens: Tensor,
+    pub layers: Vec<Layer>,
+    /// `[h]`
+    pub norm: Vec<f32>,
+    /// `[v, h]`; the embedding when tied.
+    pub lm_head: Tensor,
+    pub lm_head_bias: Option<Vec<f32>>,
+    /// MTP tensors (`model.mtp_*`), kept for multi-token-prediction decoding.
+    pub mtp: BTreeMap<String, Tensor>,
+}
+
+impl Transformer {
+    /// Takes every tensor the config implies from `w`. Shape errors are returned at once; missing
+    /// tensors are collected for `Weights::finish`.
+    pub fn load(cfg: &TextConfig, w: &mut Weights) -> Result<Transformer> {
+        let (v, h) = (cfg.vocab_size, cfg.hidden_size);
+        let embed_tokens = w.take("model.embed_tokens.weight", &[v, h])?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for (l, kind) in cfg.mlp_layer_types.iter().enumerate() {
+            let p = format!("model.layers.{l}");
+            let mlp = match (kind, &cfg.moe) {
+                (MlpKind::Moe, Some(m)) => Mlp::Moe(MoeBlock::load(w, &format!("{p}.mlp"), h, m, cfg.use_bias)?),
+                _ => Mlp::Dense(SwiGlu::load(w, &format!("{p}.mlp"), h, cfg.intermediate_size, cfg.use_bias)?),
+            };
+            layers.push(Layer {
+                input_layernorm: w.take_f32(&format!("{p}.input_layernorm.weight"), &[h])?,
+                self_attn: Attention::load(w, &format!("{p}.self_attn"), cfg)?,
+                post_attention_layernorm: w.take_f32(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                mlp,
+            });
+        }
+        let norm = w.take_f32("model.norm.weight", &[h])?;
+        let lm_head = if cfg.tie_word_embeddings {
+            // transformers ties the head to the embedding and ignores a stored lm_head.weight.
+            let _ = w.take_opt("lm_head.weight", &[v, h])?;
+            embed_tokens.clone()
+        } else {
+            w.take("lm_head.weight", &[v, h])?
+        };
+        let lm_head_bias = if cfg.use_bias && cfg.moe.is_some() { Some(w.take_f32("lm_head.bias", &[v])?) } else { None };
+        let mtp = w.take_prefix("model.mtp_");
+        Ok(Transformer { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head, lm_head_bias, mtp })
+    }
+
+    /// Runs `tokens` at positions `cache.len()..` and appends them to the cache.
+    ///
+    /// Returns per `which`: last-row logits `[v]`, all logits `[t, v]`, or final hidden `[t, h]`.
+    /// Errors: [`Error::Request`] for an empty input, an id `>= vocab_size`, or a full cache.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits, mut trace: Option<&mut Trace>) -> Result<Vec<f32>> {
+        let (h, v, eps) = (self.cfg.hidden_size, self.cfg.vocab_size, self.cfg.rms_norm_eps);
+        let t = tokens.len();
+        if t == 0 {
+            return Err(Error::Request("no input tokens".into()));
+        }
+        cache.check_room(t)?;
+        let mut x = self.embed(tokens)?; // [t, h]
+        let mut normed = vec![0.0f32; t * h]; // [t, h]
+        let (kv_layers, rope, start) = cache.parts();
+        for (l, layer) in self.layers.iter().enumerate() {
+            rms_norm(&x, &layer.input_layernorm, eps, &mut normed); // attn_norm
+            let attn_out = layer.self_attn.forward(&normed, &mut kv_layers[l], rope, start)?; // [t, h]
+            x.iter_mut().zip(&attn_out).for_each(|(a, b)| *a += b);
+            rms_norm(&x, &layer.post_attention_layernorm, eps, &mut normed); // ffn_norm
+            let ffn_out = match &layer.mlp {
+                Mlp::Dense(mlp) => mlp.forward(&normed)?,
+                Mlp::Moe(moe) => {
+                    let (out, routing) = moe.forward(&normed)?; // ffn_moe_out
+                    if let Some(tr) = trace.as_deref_mut() {
+                        tr.record_routing(l, routing);
+                    }
+                    out
+                }
+            };
+            x.iter_mut().zip(&ffn_out).for_each(|(a, b)| *a += b); // l_out
+        }
+        cache.advance(t);
+        rms_norm(&x, &self.norm, eps, &mut normed); // result_norm
+        let rows = match which {
+            Logits::Hidden => return Ok(normed),
+            Logits::All => &normed[..],
+            Logits::Last => &normed[(t - 1) * h..],
+        };
+        let mut logits = vec![0.0f32; rows.len() / h * v]; // [rows, v]
+        matmul_xwt(rows, &self.lm_head, &mut logits)?;
+        crate::moe::add_bias(&mut logits, self.lm_head_bias.as_deref());
+        Ok(logits)
+    }
+
+    /// Embedding rows for `tokens`: `[t, h]` f32.
+    pub fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let (h, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let mut x = Vec::with_capacity(tokens.len() * h);
+        for &id in tokens {
+            if id as usize >= v {
+                return Err(Error::Request(format!("token id {id} is outside the vocabulary of {v}")));
+            }
+            let r = id as usize * h..(id as usize + 1) * h;
+            match self.embed_tokens.elems() {
+                Elems::F32(s) => x.extend_from_slice(&s[r]),
+                Elems::Bf16(s) => x.extend(s[r].iter().map(|v| v.to_f32())),
+                Elems::F16(s) => x.extend(s[r].iter().map(|v| v.to_f32())),
+            }
+        }
+        Ok(x)
+    }
+
+    /// Routing of every MoE layer for a prompt, without keeping a cache (diagnostics).
+    pub fn routing_of(&self, tokens: &[u32]) -> Result<BTreeMap<usize, Routing>> {
+        let mut cache = KvCache::new(&self.cfg, tokens.len().max(1))?;
+        let mut trace = Trace::default();
+        self.forward(tokens, &mut cache, Logits::Last, Some(&mut trace))?;
+        Ok(trace.routing)
+    }
+}

@@ -1,0 +1,13 @@
+//! CPU operators. Each fast operator has a slow, obvious twin (`*_slow`) that stays in the code
+//! and is tested against it (conventions Part 3, item 5). Activations are row-major `f32` slices
+//! with their shape in the comment; weights are [`Tensor`](crate::Tensor)s of f32, bf16 or f16.
+
+mod activation;
+mod matmul;
+mod norm;
+mod rope;
+
+pub use activation::{silu, silu_mul, silu_mul_slow, softmax_in_place};
+pub use matmul::{matmul_xwt, matmul_xwt_slow};
+pub use norm::{rms_norm, rms_norm_slow};
+pub use rope::{rope_interleaved, rope_interleaved_slow, RopeTable};

@@ -1,0 +1,112 @@
+//! Every fast CPU op against its slow twin, plus a RoPE test that fails under NeoX pairing.
+
+use ernie_runtime::ops::*;
+use ernie_runtime::Tensor;
+use half::{bf16, f16};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+fn randv(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect()
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+}
+
+#[test]
+fn matmul_fast_equals_slow_all_dtypes_and_row_counts() {
+    let mut rng = StdRng::seed_from_u64(1);
+    // k = 1000 is not a multiple of the 16-lane dot; n = 300 is not a multiple of either block.
+    let (n, k) = (300, 1000);
+    let wf = randv(&mut rng, n * k);
+    let weights = [
+        Tensor::from_f32(wf.clone(), vec![n, k]).unwrap(),
+        Tensor::from_bf16(&wf.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>(), vec![n, k]).unwrap(),
+        Tensor::from_f16(&wf.iter().map(|&v| f16::from_f32(v)).collect::<Vec<_>>(), vec![n, k]).unwrap(),
+    ];
+    for w in &weights {
+        for t in [1usize, 2, 4, 5, 33] {
+            let x = randv(&mut rng, t * k);
+            let mut fast = vec![0.0; t * n];
+            let mut slow = vec![0.0; t * n];
+            matmul_xwt(&x, w, &mut fast).unwrap();
+            matmul_xwt_slow(&x, w, &mut slow).unwrap();
+            let r = max_rel(&fast, &slow);
+            assert!(r < 1e-5, "{:?} t={t}: rel diff {r}", w.dtype());
+        }
+    }
+}
+
+#[test]
+fn matmul_rejects_mismatched_shapes() {
+    let w = Tensor::from_f32(vec![0.0; 12], vec![3, 4]).unwrap();
+    let mut out = vec![0.0; 3];
+    assert!(matmul_xwt(&[0.0; 5], &w, &mut out).is_err());
+    assert!(matmul_xwt(&[0.0; 8], &w, &mut out).is_err());
+}
+
+#[test]
+fn rms_norm_fast_equals_slow() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let (t, h) = (7, 130);
+    let x = randv(&mut rng, t * h);
+    let w = randv(&mut rng, h);
+    let (mut a, mut b) = (vec![0.0; t * h], vec![0.0; t * h]);
+    rms_norm(&x, &w, 1e-5, &mut a);
+    rms_norm_slow(&x, &w, 1e-5, &mut b);
+    assert!(max_rel(&a, &b) < 1e-5);
+}
+
+#[test]
+fn rope_fast_equals_slow() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (heads, hd, theta) = (3, 24, 500000.0);
+    let positions = [0usize, 1, 17, 200];
+    let x = randv(&mut rng, positions.len() * heads * hd);
+    let table = RopeTable::new(hd, theta, 256);
+    let (mut a, mut b) = (x.clone(), x.clone());
+    rope_interleaved(&mut a, heads, &positions, &table);
+    rope_interleaved_slow(&mut b, heads, hd, &positions, theta);
+    // The table forms the angle in f32 like transformers; the slow twin in f64: at position 200
+    // the angle (≤ 200 rad) carries ~1e-5 absolute error in f32.
+    assert!(max_rel(&a, &b) < 5e-5, "{}", max_rel(&a, &b));
+}
+
+#[test]
+fn rope_pairs_adjacent_lanes_not_halves() {
+    // x = e0 (lane 0 set) at position 1, head_dim 4: interleaved pairing rotates lanes (0, 1),
+    // giving [cos 1, sin 1, 0, 0]. NeoX half-split would rotate lanes (0, 2): [cos 1, 0, sin 1, 0].
+    let table = RopeTable::new(4, 10000.0, 4);
+    let mut x = vec![1.0f32, 0.0, 0.0, 0.0];
+    rope_interleaved(&mut x, 1, &[1], &table);
+    let (c, s) = (1.0f32.cos(), 1.0f32.sin());
+    assert!((x[0] - c).abs() < 1e-6 && (x[1] - s).abs() < 1e-6, "{x:?}");
+    assert!(x[2].abs() < 1e-7 && x[3].abs() < 1e-7, "{x:?}");
+    // Pair 1 (lanes 2, 3) turns at theta^(-2/4) = 1/100 rad per position.
+    let mut y = vec![0.0f32, 0.0, 1.0, 0.0];
+    rope_interleaved(&mut y, 1, &[1], &table);
+    assert!((y[2] - 0.01f32.cos()).abs() < 1e-6 && (y[3] - 0.01f32.sin()).abs() < 1e-6, "{y:?}");
+}
+
+#[test]
+fn silu_mul_fast_equals_slow() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let g = randv(&mut rng, 100).iter().map(|v| v * 8.0).collect::<Vec<_>>();
+    let u = randv(&mut rng, 100);
+    let (mut a, mut b) = (vec![0.0; 100], vec![0.0; 100]);
+    silu_mul(&g, &u, &mut a);
+    silu_mul_slow(&g, &u, &mut b);
+    assert!(max_rel(&a, &b) < 1e-6);
+}
+
+#[test]
+fn softmax_handles_all_masked_rows() {
+    let mut r = vec![f32::NEG_INFINITY; 4];
+    softmax_in_place(&mut r);
+    assert_eq!(r, vec![0.0; 4]);
+    let mut r = vec![1.0f32, 1.0];
+    softmax_in_place(&mut r);
+    assert_eq!(r, vec![0.5, 0.5]);
+}
