@@ -1,0 +1,40 @@
+//! `tokenizers-mm`: deterministic CPU preprocessing for ERNIE models — text to ids and back,
+//! chat templates (and, later, images / video / audio into one token stream). No weights, no
+//! devices.
+//!
+//! Text side (spec §4, ERNIE 4.5 family):
+//! - [`TextTokenizer::from_dir`] loads a checkpoint's `tokenizer.json` (+ `tokenizer_config.json`).
+//! - [`TextTokenizer::encode_plain`] for user text (special-token text stays text),
+//!   [`TextTokenizer::encode_with_specials`] for trusted raw prompts.
+//! - [`TextTokenizer::apply_chat_template`] renders the chat template (minijinja, transformers'
+//!   jinja environment) and tokenizes it without letting message content inject special ids.
+//! - [`TextTokenizer::decode`] and the streaming [`IncrementalDecoder`].
+//!
+//! ```no_run
+//! use tokenizers_mm::{ChatMessage, IncrementalDecoder, TextTokenizer};
+//! # fn main() -> tokenizers_mm::Result<()> {
+//! let tok = TextTokenizer::from_dir(std::path::Path::new("ERNIE-4.5-0.3B-PT"))?;
+//! let prompt = tok.apply_chat_template(&[ChatMessage::new("user", "Hello!")], true)?;
+//! let mut stream = IncrementalDecoder::new(&tok, true);
+//! for id in prompt {
+//!     if let Some(text) = stream.push(id)? {
+//!         print!("{text}");
+//!     }
+//! }
+//! print!("{}", stream.finish()?);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Goldens: `tests/fixtures/tokenizer/` at the workspace root, produced by
+//! `tests/reference/make_tokenizer.py` with transformers 5.24.0 / tokenizers 0.23.3.
+
+#![warn(missing_docs)]
+
+mod chat;
+mod error;
+mod text;
+
+pub use chat::{ChatMessage, ERNIE_CHAT_TEMPLATE};
+pub use error::{Error, Result};
+pub use text::{IncrementalDecoder, TextTokenizer};

@@ -1,0 +1,413 @@
+//! Text tokenizer: HF `tokenizer.json` (through the `tokenizers` crate) plus the pieces of
+//! `tokenizer_config.json` the runtime needs, and an incremental detokenizer.
+//!
+//! ERNIE 4.5 ships a SentencePiece BPE converted by transformers' `LlamaConverter` with
+//! `legacy=True, add_prefix_space=False` (spec §4; transformers
+//! `models/ernie4_5/convert_ernie4_5_tokenizer.py`, `convert_slow_tokenizer.py`):
+//!
+//! | stage          | ERNIE 4.5 tokenizer.json                                   |
+//! |----------------|------------------------------------------------------------|
+//! | added tokens   | specials (`<s>`, `</s>`, ERNIE control tokens) matched first |
+//! | normalizer     | `Replace(" " → "▁")` (no prefix "▁")                         |
+//! | pre-tokenizer  | none: each stretch between added tokens is one BPE "word"  |
+//! | model          | BPE, `byte_fallback` (`<0x00>`..`<0xFF>`), `fuse_unk`        |
+//! | decoder        | `Replace("▁" → " ")`, `ByteFallback`, `Fuse` (no `Strip`)    |
+//!
+//! Nothing here is ERNIE-specific except the defaults documented on each item; any
+//! `tokenizer.json` the `tokenizers` crate reads works.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+use tokenizers::Tokenizer;
+
+use crate::chat::{ChatTemplate, ERNIE_CHAT_TEMPLATE};
+use crate::error::{Error, Result};
+
+/// Keys of `tokenizer_config.json` that name one special token each. They are also handed to
+/// the chat template as variables, as transformers does (`**tokenizer.special_tokens_map`).
+const SPECIAL_TOKEN_KEYS: [&str; 7] =
+    ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"];
+
+/// Stop tokens of the ERNIE 4.5 family: `</s>` (id 2) and `<|end_of_sentence|>` (spec §4).
+const ERNIE_STOP_TOKENS: [&str; 2] = ["</s>", "<|end_of_sentence|>"];
+
+/// Special-token strings read from `tokenizer_config.json` (`bos_token` → `"<s>"`, …).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SpecialTokenStrings {
+    /// `bos_token`, `eos_token`, … → token text; only the keys the config sets.
+    pub(crate) named: BTreeMap<String, String>,
+    /// `additional_special_tokens` (token texts), empty when absent.
+    pub(crate) additional: Vec<String>,
+}
+
+/// A text tokenizer loaded from a checkpoint folder.
+///
+/// Holds two copies of the HF tokenizer: one that parses special-token text into special ids
+/// (for trusted text such as a rendered chat template) and one with
+/// `set_encode_special_tokens(true)` (for user text). Both share the same vocabulary.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    /// Parses literal special-token text (`"<|end_of_sentence|>"`) into its id.
+    tokenizer: Tokenizer,
+    /// Never produces a special id from text; non-special added tokens (ERNIE-VL digits) still split.
+    plain: Tokenizer,
+    /// Ids of added tokens flagged `special` (skipped by `decode(.., skip_special = true)`).
+    special_ids: HashSet<u32>,
+    /// Text of every special added token, longest first (used to look for injection).
+    special_texts: Vec<String>,
+    /// `is_byte_token[id]`: the piece is a byte-fallback piece `<0xNN>`.
+    is_byte_token: Vec<bool>,
+    /// Largest id + 1.
+    vocab_size: usize,
+    /// From tokenizer_config.json.
+    pub(crate) special_strings: SpecialTokenStrings,
+    /// Compiled chat template (config, chat_template.jinja, or the built-in ERNIE one).
+    pub(crate) chat: ChatTemplate,
+    /// The folder it was loaded from (for error messages).
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("dir", &self.dir)
+            .field("vocab_size", &self.vocab_size)
+            .field("chat_template", &self.chat.origin())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TextTokenizer {
+    /// Load `dir/tokenizer.json` and, when present, `dir/tokenizer_config.json` (special-token
+    /// strings, `chat_template`) and `dir/chat_template.jinja` (transformers v5 layout; it wins
+    /// over the config's template, as in transformers). Without any template the built-in
+    /// ERNIE 4.5 text template is used.
+    ///
+    /// Errors: [`Error::Io`] (missing/unreadable tokenizer.json), [`Error::Json`] (a file is not
+    /// JSON), [`Error::TokenizerFile`] (the `tokenizers` crate rejects tokenizer.json),
+    /// [`Error::ConfigField`] (a config key has the wrong type), [`Error::Template`] (the chat
+    /// template does not compile).
+    pub fn from_dir(dir: &Path) -> Result<TextTokenizer> {
+        let tokenizer_path = dir.join("tokenizer.json");
+        let text = read_to_string(&tokenizer_path)?;
+        // Parse once with serde_json first so a syntax error is reported as such (with line and
+        // column) rather than as a generic tokenizers failure.
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)
+            .map_err(|source| Error::Json { path: tokenizer_path.clone(), source })?;
+        let tokenizer: Tokenizer = text
+            .parse()
+            .map_err(|e: Box<dyn std::error::Error + Send + Sync>| Error::TokenizerFile {
+                path: tokenizer_path.clone(),
+                message: e.to_string(),
+            })?;
+        let mut plain = tokenizer.clone();
+        plain.set_encode_special_tokens(true);
+
+        let added = tokenizer.get_added_tokens_decoder();
+        let special_ids: HashSet<u32> =
+            added.iter().filter(|(_, t)| t.special).map(|(&id, _)| id).collect();
+        let mut special_texts: Vec<String> =
+            added.values().filter(|t| t.special).map(|t| t.content.clone()).collect();
+        special_texts.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+
+        let vocab_size = tokenizer
+            .get_vocab(true)
+            .values()
+            .copied()
+            .max()
+            .map_or(0, |m| m as usize + 1);
+        let is_byte_token = (0..vocab_size as u32)
+            .map(|id| tokenizer.id_to_token(id).is_some_and(|t| byte_fallback_value(&t).is_some()))
+            .collect();
+
+        let config_path = dir.join("tokenizer_config.json");
+        let config = if config_path.is_file() { Some(read_json(&config_path)?) } else { None };
+        let special_strings = match &config {
+            Some(cfg) => special_token_strings(&config_path, cfg)?,
+            None => SpecialTokenStrings::default(),
+        };
+
+        let jinja_path = dir.join("chat_template.jinja");
+        let (template, origin) = if jinja_path.is_file() {
+            (read_to_string(&jinja_path)?, jinja_path.display().to_string())
+        } else if let Some(t) = config.as_ref().map(|c| config_chat_template(&config_path, c)).transpose()?.flatten() {
+            (t, config_path.display().to_string())
+        } else {
+            (ERNIE_CHAT_TEMPLATE.to_string(), "built-in ERNIE 4.5 template".to_string())
+        };
+        let chat = ChatTemplate::new(template, origin, &special_strings)?;
+
+        Ok(TextTokenizer {
+            tokenizer,
+            plain,
+            special_ids,
+            special_texts,
+            is_byte_token,
+            vocab_size,
+            special_strings,
+            chat,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Encode untrusted text: literal special-token text (`"<|end_of_sentence|>"`, `"<s>"`) is
+    /// tokenized as ordinary characters and never becomes a special id. Non-special added tokens
+    /// (the ERNIE-VL digits `0`..`9`) still split as in transformers with
+    /// `split_special_tokens=True`. No BOS/EOS is added.
+    ///
+    /// Returns ids `[n_tokens]`. Errors: [`Error::Encode`].
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        encode_ids(&self.plain, text)
+    }
+
+    /// Encode trusted text (a raw prompt written with the model's control tokens): special-token
+    /// text becomes the special id, exactly as transformers' `tokenizer.encode(text,
+    /// add_special_tokens=False)`. No BOS/EOS is added.
+    ///
+    /// Returns ids `[n_tokens]`. Errors: [`Error::Encode`].
+    pub fn encode_with_specials(&self, text: &str) -> Result<Vec<u32>> {
+        encode_ids(&self.tokenizer, text)
+    }
+
+    /// Decode ids to text (transformers `decode(ids, skip_special_tokens)` with
+    /// `clean_up_tokenization_spaces=False`, ERNIE's setting). Byte-fallback pieces are joined
+    /// into UTF-8; an invalid byte run decodes to one U+FFFD per byte.
+    ///
+    /// Errors: [`Error::IdOutOfRange`] for an id ≥ [`Self::vocab_size`], [`Error::Decode`].
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.check_ids(ids)?;
+        self.tokenizer
+            .decode(ids, skip_special)
+            .map_err(|e| Error::Decode { message: e.to_string() })
+    }
+
+    /// Id of a token string (vocabulary piece or added token), `None` if unknown.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+
+    /// Number of ids: largest id + 1 (equals `len(tokenizer)` in transformers when ids are
+    /// contiguous; the embedding matrix may be larger, e.g. ERNIE's 103424 rows).
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// Stop ids: those of `</s>` and `<|end_of_sentence|>` when present, plus the config's
+    /// `eos_token` if it is something else. Sorted, without duplicates.
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        let eos = self.special_strings.named.get("eos_token").map(String::as_str);
+        let mut ids: Vec<u32> =
+            ERNIE_STOP_TOKENS.iter().copied().chain(eos).filter_map(|t| self.token_id(t)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Whether `id` is an added token flagged special.
+    pub fn is_special_id(&self, id: u32) -> bool {
+        self.special_ids.contains(&id)
+    }
+
+    /// Some special-token text contained in `text`, if any (longer tokens are tried first).
+    pub(crate) fn find_special_text(&self, text: &str) -> Option<&str> {
+        self.special_texts.iter().map(String::as_str).find(|t| !t.is_empty() && text.contains(t))
+    }
+
+    /// The tokenizer that parses special-token text (for the chat module).
+    pub(crate) fn special_tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    fn is_byte_token(&self, id: u32) -> bool {
+        self.is_byte_token.get(id as usize).copied().unwrap_or(false)
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            Some(&id) => Err(Error::IdOutOfRange { id, vocab_size: self.vocab_size }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Streaming detokenizer: feed generated ids one at a time, get text as soon as it is final.
+///
+/// Guarantee: the concatenation of everything [`push`](Self::push) returned plus
+/// [`finish`](Self::finish) equals [`TextTokenizer::decode`] of all pushed ids (same
+/// `skip_special`), and no returned chunk ends in a broken UTF-8 sequence.
+///
+/// How (text-generation-inference's prefix/read offsets, plus one rule for byte fallback):
+/// the text of `ids[prefix..]` minus the text of `ids[prefix..read]` is new. Text is held back
+/// while (a) the last visible token is a byte-fallback piece `<0xNN>` — `ByteFallback` decodes
+/// a whole run of byte pieces at once and turns *every* byte of an invalid run into U+FFFD, so
+/// a run is only final once a non-byte piece follows — or (b) the decoded window ends in U+FFFD
+/// (other decoders' incomplete characters). Window boundaries therefore never split a byte
+/// run, which is what makes the concatenation exact.
+///
+/// Worked example (ERNIE fixture): `😀` is `<0xF0> <0x9F> <0x98> <0x80>`; pushing them returns
+/// `None` four times; pushing `▁and` then returns `"😀 and"`.
+pub struct IncrementalDecoder<'a> {
+    tok: &'a TextTokenizer,
+    skip_special: bool,
+    /// Ids not yet fully retired: `ids[prefix..]` is the current window.
+    ids: Vec<u32>,
+    /// Start of the context window (its text was already emitted).
+    prefix: usize,
+    /// End of the emitted part of the window.
+    read: usize,
+    /// The last visible (not skipped) id is a byte-fallback piece.
+    in_byte_run: bool,
+}
+
+impl<'a> IncrementalDecoder<'a> {
+    /// A decoder over `tok`; `skip_special` as in [`TextTokenizer::decode`].
+    pub fn new(tok: &'a TextTokenizer, skip_special: bool) -> Self {
+        IncrementalDecoder { tok, skip_special, ids: Vec::new(), prefix: 0, read: 0, in_byte_run: false }
+    }
+
+    /// Add one generated id; returns the newly completed text, or `None` while held back.
+    ///
+    /// Errors: [`Error::IdOutOfRange`], [`Error::Decode`], [`Error::IncrementalPrefix`].
+    pub fn push(&mut self, id: u32) -> Result<Option<String>> {
+        self.tok.check_ids(&[id])?;
+        self.ids.push(id);
+        let visible = !(self.skip_special && self.tok.is_special_id(id));
+        if visible {
+            self.in_byte_run = self.tok.is_byte_token(id);
+        }
+        if self.in_byte_run {
+            return Ok(None);
+        }
+        let (before, after) = self.window_texts()?;
+        if after.len() > before.len() && !after.ends_with('\u{FFFD}') {
+            let new = after[before.len()..].to_string();
+            self.advance();
+            Ok(Some(new))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Flush whatever is held back (an unfinished byte run decodes as `decode` would: valid
+    /// characters, or U+FFFD per byte). The decoder can be reused afterwards.
+    ///
+    /// Errors: [`Error::Decode`], [`Error::IncrementalPrefix`].
+    pub fn finish(&mut self) -> Result<String> {
+        let (before, after) = self.window_texts()?;
+        let rest = after[before.len()..].to_string();
+        self.ids.clear();
+        self.prefix = 0;
+        self.read = 0;
+        self.in_byte_run = false;
+        Ok(rest)
+    }
+
+    /// Texts of `ids[prefix..read]` and `ids[prefix..]`; checks the second extends the first.
+    fn window_texts(&self) -> Result<(String, String)> {
+        let before = self.tok.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let after = self.tok.decode(&self.ids[self.prefix..], self.skip_special)?;
+        if !after.starts_with(&before) {
+            return Err(Error::IncrementalPrefix { expected: before, actual: after });
+        }
+        Ok((before, after))
+    }
+
+    /// Emitted up to the end: slide the window and drop ids no longer needed as context.
+    fn advance(&mut self) {
+        self.prefix = self.read;
+        self.read = self.ids.len();
+        self.ids.drain(..self.prefix);
+        self.read -= self.prefix;
+        self.prefix = 0;
+    }
+}
+
+/// `<0xNN>` → `NN`, mirroring the `ByteFallback` decoder's test.
+fn byte_fallback_value(token: &str) -> Option<u8> {
+    let hex = token.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+fn encode_ids(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    tokenizer
+        .encode(text, false)
+        .map(|enc| enc.get_ids().to_vec())
+        .map_err(|e| Error::Encode { message: e.to_string() })
+}
+
+pub(crate) fn read_to_string(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+pub(crate) fn read_json(path: &Path) -> Result<Json> {
+    let text = read_to_string(path)?;
+    serde_json::from_str(&text).map_err(|source| Error::Json { path: path.to_path_buf(), source })
+}
+
+/// A token given as `"<s>"` or as a serialized AddedToken `{"content": "<s>", ...}`; `null` → None.
+fn token_text(path: &Path, field: &str, value: &Json) -> Result<Option<String>> {
+    match value {
+        Json::Null => Ok(None),
+        Json::String(s) => Ok(Some(s.clone())),
+        Json::Object(map) => match map.get("content") {
+            Some(Json::String(s)) => Ok(Some(s.clone())),
+            _ => Err(config_err(path, field, "object without a string \"content\"")),
+        },
+        _ => Err(config_err(path, field, "expected a string, an AddedToken object or null")),
+    }
+}
+
+fn special_token_strings(path: &Path, cfg: &Json) -> Result<SpecialTokenStrings> {
+    let map = cfg.as_object().ok_or_else(|| config_err(path, "<root>", "expected a JSON object"))?;
+    let mut out = SpecialTokenStrings::default();
+    for key in SPECIAL_TOKEN_KEYS {
+        if let Some(v) = map.get(key) {
+            if let Some(text) = token_text(path, key, v)? {
+                out.named.insert(key.to_string(), text);
+            }
+        }
+    }
+    if let Some(v) = map.get("additional_special_tokens") {
+        let items = match v {
+            Json::Null => &[][..],
+            Json::Array(items) => items.as_slice(),
+            _ => return Err(config_err(path, "additional_special_tokens", "expected an array")),
+        };
+        for item in items {
+            if let Some(text) = token_text(path, "additional_special_tokens", item)? {
+                out.additional.push(text);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `chat_template` as a string, or transformers' list form `[{"name", "template"}, …]`
+/// (the entry named "default" is used). Absent or null → None.
+fn config_chat_template(path: &Path, cfg: &Json) -> Result<Option<String>> {
+    match cfg.get("chat_template") {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s.clone())),
+        Some(Json::Array(items)) => {
+            for item in items {
+                if item.get("name").and_then(Json::as_str) == Some("default") {
+                    return match item.get("template") {
+                        Some(Json::String(s)) => Ok(Some(s.clone())),
+                        _ => Err(config_err(path, "chat_template", "\"default\" entry has no string \"template\"")),
+                    };
+                }
+            }
+            Err(config_err(path, "chat_template", "list form has no entry named \"default\""))
+        }
+        Some(_) => Err(config_err(path, "chat_template", "expected a string or a list of {name, template}")),
+    }
+}
+
+fn config_err(path: &Path, field: &str, problem: &str) -> Error {
+    Error::ConfigField { path: path.to_path_buf(), field: field.to_string(), problem: problem.to_string() }
+}
