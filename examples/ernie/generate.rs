@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use ernie_runtime::{Engine, GenerateRequest, Prompt, SamplingParams};
+use ernie_runtime::{Device, DeviceSpec, DraftMode, ElasticOptions, Engine, ExpertSpec, GenerateRequest, LayerSpec, Prompt, SamplingParams};
 use tokenizers_mm::ChatMessage;
 
 #[derive(clap::Args)]
@@ -24,7 +24,7 @@ pub struct Args {
     temperature: f32,
     /// Keep the k most likely tokens when sampling (0 = all).
     #[arg(long, default_value_t = 0)]
-    top_k: usize,
+    sample_top_k: usize,
     /// Nucleus sampling threshold (1 = off).
     #[arg(long, default_value_t = 1.0)]
     top_p: f32,
@@ -37,6 +37,24 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// MTP self-speculative decoding: tokens drafted per step. "auto" drafts 1 when the checkpoint
+    /// ships an MTP head and stops once fewer than 30% of 16+ drafts were accepted; 0 is off.
+    #[arg(long, default_value = "auto")]
+    draft_tokens: DraftMode,
+    /// Elastic depth: keep these decoder layers ("0,1,4-27"), or this many ("21": drops evenly
+    /// spaced middle layers, never the first or last two). Dropped layers are never read.
+    #[arg(long)]
+    layers: Option<LayerSpec>,
+    /// Elastic width: experts kept in every MoE layer ("0-31"), or per layer ("1:0-31;2:0-15").
+    /// Others get router logit -inf before the softmax and are never read.
+    #[arg(long)]
+    experts: Option<ExpertSpec>,
+    /// Elastic sparsity: experts per token, overriding moe_k (weights renormalise over the k).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Where to run: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda` and a GPU).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -46,7 +64,11 @@ enum Format {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let engine = Engine::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    // Open the device first: a missing GPU or CUDA build fails before the weights are read.
+    let device = Device::open(args.device).with_context(|| format!("opening device {}", args.device))?;
+    let elastic = ElasticOptions { layers: args.layers.clone(), experts: args.experts.clone(), top_k: args.top_k };
+    let mut engine = Engine::load_with(&args.model, &elastic).with_context(|| format!("loading {}", args.model.display()))?;
+    engine.to_device(&device).with_context(|| format!("moving the model to {}", args.device))?;
     let prompt = if args.raw {
         Prompt::Raw(args.prompt.clone())
     } else {
@@ -54,12 +76,12 @@ pub fn run(args: Args) -> Result<()> {
     };
     let ids = engine.encode_prompt(&prompt)?;
     let req = GenerateRequest {
-        sampling: SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed },
+        sampling: SamplingParams { temperature: args.temperature, top_k: args.sample_top_k, top_p: args.top_p, seed: args.seed },
         max_new_tokens: args.max_tokens,
     };
     let stream = matches!(args.format, Format::Text);
     let mut stdout = std::io::stdout().lock();
-    let gen = engine.generate(&ids, &req, &mut |s| {
+    let (gen, drafts) = engine.generate_speculative(&ids, &req, args.draft_tokens, &mut |s| {
         if stream {
             // A closed pipe is not worth aborting generation for; the exit code reports success.
             let _ = stdout.write_all(s.as_bytes()).and_then(|_| stdout.flush());
@@ -68,7 +90,8 @@ pub fn run(args: Args) -> Result<()> {
     if stream {
         writeln!(stdout)?;
     } else {
-        let out = serde_json::json!({ "token_ids": gen.token_ids, "text": gen.text });
+        let accepted = (drafts.drafted > 0).then(|| drafts.accepted_fraction());
+        let out = serde_json::json!({ "token_ids": gen.token_ids, "text": gen.text, "accepted_draft_fraction": accepted });
         writeln!(stdout, "{out}")?;
     }
     let n = gen.token_ids.len();
@@ -81,5 +104,18 @@ pub fn run(args: Args) -> Result<()> {
         gen.decode_secs,
         n.saturating_sub(1) as f64 / gen.decode_secs.max(1e-9),
     );
+    if drafts.drafted > 0 {
+        eprintln!("MTP drafts: {} accepted of {} ({:.0}%)", drafts.accepted, drafts.drafted, 100.0 * drafts.accepted_fraction());
+    }
+    if let Some(kib) = peak_rss_kib() {
+        eprintln!("peak RSS: {:.1} MiB", kib as f64 / 1024.0);
+    }
     Ok(())
+}
+
+/// Peak resident set size of this process (`VmHWM` in /proc/self/status), KiB; None off Linux.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

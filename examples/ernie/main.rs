@@ -2,6 +2,8 @@
 //! `Engine`, and prints; no model logic lives here.
 
 mod generate;
+mod inspect;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -18,12 +20,18 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt with a text checkpoint (dense or MoE).
     Generate(generate::Args),
+    /// Serve the OpenAI-compatible HTTP API (embeddings, chat completions) on loopback.
+    Serve(serve::Args),
+    /// Show what the model will see: the token stream, media sizes, grids, positions, statistics.
+    Inspect(inspect::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Inspect(args) => inspect::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! Launchers for `cuda/elementwise.cu`: residual adds and SwiGLU gates.
+//! Launchers for `cuda/elementwise.cu`: residual adds, SwiGLU gates and the bf16 -> f32 widening.
 
 use cudarc::driver::{CudaStream, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 
@@ -123,6 +123,30 @@ impl Kernels {
         launch.arg(gate_up).arg(out).arg(&rows).arg(&i);
         // SAFETY: arguments match silu_mul_fused_bf16; gate_up is [n_rows, 2 * inter] and out
         // [n_rows, inter] (checked above); the grid-stride loop stops at n_rows * inter.
+        unsafe { launch.launch(config(n)) }?;
+        Ok(())
+    }
+
+    /// `out = f32(x)`, all `[n]`: exact widening (the MoE router multiplies in f32).
+    /// Errors: [`crate::Error::ShapeMismatch`] when lengths differ, driver errors.
+    pub fn to_f32(
+        &self,
+        stream: &CudaStream,
+        x: &CudaView<'_, half::bf16>,
+        out: &mut CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        const OP: &str = "to_f32";
+        self.check_stream(OP, stream)?;
+        let n = x.len();
+        check_len(OP, "out", out.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let n64 = len_i64(n);
+        let mut launch = stream.launch_builder(self.function("to_f32_bf16")?);
+        launch.arg(x).arg(out).arg(&n64);
+        // SAFETY: arguments match to_f32_bf16; x and out hold n elements (checked above) and the
+        // grid-stride loop stops at n.
         unsafe { launch.launch(config(n)) }?;
         Ok(())
     }

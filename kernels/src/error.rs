@@ -72,6 +72,14 @@ pub enum Error {
         source: DriverError,
     },
 
+    /// A precompiled PTX file ([`crate::Kernels::from_ptx_dir`]) is missing or unreadable, or
+    /// writing one ([`crate::write_ptx_dir`]) failed.
+    #[error("PTX file {}: {source}", path.display())]
+    PtxFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+
     /// The CPU emulation of a kernel failed (divergent barriers; see cuda/host_emu.h).
     #[cfg(feature = "host-emu")]
     #[error("{op}: host emulation of the kernel failed (barrier divergence or bad launch shape)")]

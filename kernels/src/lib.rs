@@ -48,7 +48,11 @@ pub mod host_emu;
 
 pub use cudarc;
 pub use error::{Error, Result};
-pub use module::{compile_all_for_arch, CompileReport, ModuleId};
+pub use module::{compile_all_for_arch, write_ptx_dir, CompileReport, ModuleId};
+
+/// Environment variable naming a folder of precompiled PTX ([`module::write_ptx_dir`]) that
+/// [`Kernels::new`] loads instead of running NVRTC.
+pub const PTX_DIR_ENV: &str = "ERNIE_KERNELS_PTX_DIR";
 pub use tuning::{MoePlan, TileConfig};
 
 /// The CUDA libraries this crate and the runtime load dynamically.
@@ -149,27 +153,83 @@ impl Kernels {
     /// them and looks up every entry point. The first call per arch takes the NVRTC time (seconds);
     /// later calls only load.
     ///
+    /// When the environment variable [`PTX_DIR_ENV`] (`ERNIE_KERNELS_PTX_DIR`) names a folder, the
+    /// PTX is read from there instead ([`Kernels::from_ptx_dir`]) and NVRTC is never loaded: this is
+    /// how the GPU check runs on a machine without libnvrtc (see `scripts/gpu-check.sh`).
+    ///
     /// Errors: [`Error::CudaUnavailable`] (libcuda / libnvrtc), [`Error::UnsupportedArch`],
-    /// [`Error::Compile`], [`Error::PtxRejected`] (NVRTC newer than the driver), [`Error::Driver`].
+    /// [`Error::Compile`], [`Error::PtxRejected`] (NVRTC newer than the driver), [`Error::PtxFile`],
+    /// [`Error::Driver`].
     pub fn new(ctx: &Arc<CudaContext>) -> Result<Self> {
+        if let Some(dir) = std::env::var_os(PTX_DIR_ENV).filter(|d| !d.is_empty()) {
+            return Self::from_ptx_dir(ctx, std::path::Path::new(&dir));
+        }
         ensure_library(CudaLibrary::Driver)?;
         ensure_library(CudaLibrary::Nvrtc)?;
         let arch = device_arch(ctx)?;
+        let mut ptx = Vec::new();
+        for report in compile_all_for_arch(&arch)? {
+            ptx.push((report.module, module::compiled_ptx(report.module, &arch)?.0));
+        }
+        Self::load(ctx, arch, ptx)
+    }
+
+    /// Loads PTX written earlier by [`module::write_ptx_dir`]: `dir/<arch>/<module>.ptx` for the
+    /// device's arch (e.g. `dir/sm_90/moe_gemm.ptx`). Needs libcuda only; the driver JIT-compiles
+    /// the PTX, so it must come from an NVRTC no newer than the driver (13.0 for driver 580).
+    ///
+    /// Errors: [`Error::CudaUnavailable`] (libcuda), [`Error::UnsupportedArch`], [`Error::PtxFile`]
+    /// (a missing or unreadable file names the path), [`Error::PtxRejected`], [`Error::MissingKernel`],
+    /// [`Error::Driver`].
+    pub fn from_ptx_dir(ctx: &Arc<CudaContext>, dir: &std::path::Path) -> Result<Self> {
+        ensure_library(CudaLibrary::Driver)?;
+        let arch = device_arch(ctx)?;
+        let mut ptx = Vec::new();
+        for id in ModuleId::ALL {
+            let path = module::ptx_path(dir, id, &arch);
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::PtxFile {
+                path: path.clone(),
+                source,
+            })?;
+            // cudarc hands the text to the driver as a C string: no interior NUL may remain.
+            let text = text.trim_end_matches('\0').to_string();
+            if text.contains('\0') {
+                return Err(Error::PtxFile {
+                    path,
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, "NUL byte in PTX"),
+                });
+            }
+            ptx.push((id, cudarc::nvrtc::Ptx::from_src(text)));
+        }
+        Self::load(ctx, arch, ptx)
+    }
+
+    fn load(
+        ctx: &Arc<CudaContext>,
+        arch: String,
+        ptx: Vec<(ModuleId, cudarc::nvrtc::Ptx)>,
+    ) -> Result<Self> {
         let mut functions = HashMap::new();
         let mut modules = Vec::new();
-        for report in compile_all_for_arch(&arch)? {
-            let (ptx, _) = module::compiled_ptx(report.module, &arch)?;
+        for (id, ptx) in ptx {
             let loaded = ctx.load_module(ptx).map_err(|source| match source {
                 DriverError(cudarc::driver::sys::CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION) => {
                     Error::PtxRejected {
-                        module: report.module.file_name(),
+                        module: id.file_name(),
                         source,
                     }
                 }
                 other => Error::Driver(other),
             })?;
-            for &name in report.module.kernel_names() {
-                functions.insert(name, loaded.load_function(name)?);
+            for &name in id.kernel_names() {
+                let function = loaded
+                    .load_function(name)
+                    .map_err(|_| Error::MissingKernel {
+                        module: id.file_name(),
+                        arch: arch.clone(),
+                        kernel: name,
+                    })?;
+                functions.insert(name, function);
             }
             modules.push(loaded);
         }

@@ -10,6 +10,7 @@
 //! device's arch, and the GPU-less compile check (tests/nvrtc_compile.rs) with sm_80 / sm_90a.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -100,6 +101,7 @@ impl ModuleId {
                 "add_inplace_bf16",
                 "silu_mul_bf16",
                 "silu_mul_fused_bf16",
+                "to_f32_bf16",
             ],
         }
     }
@@ -206,6 +208,35 @@ pub fn compiled_ptx(id: ModuleId, arch: &str) -> Result<(Ptx, bool)> {
     let mut cache = ptx_cache();
     let entry = cache.entry((id, arch.to_string())).or_insert(ptx);
     Ok((entry.clone(), false))
+}
+
+/// `dir/<arch>/<module stem>.ptx`, e.g. `dir/sm_90/moe_gemm.ptx`: where [`write_ptx_dir`] puts a
+/// module and [`crate::Kernels::from_ptx_dir`] looks for it.
+pub fn ptx_path(dir: &Path, id: ModuleId, arch: &str) -> PathBuf {
+    let stem = id.file_name().trim_end_matches(".cu");
+    dir.join(arch).join(format!("{stem}.ptx"))
+}
+
+/// Compiles every module for `arch` ([`compile_all_for_arch`]: same NVRTC, options and entry-point
+/// check) and writes the PTX text to [`ptx_path`], for a machine that has a driver but no NVRTC.
+/// Returns the files written.
+///
+/// Errors: those of [`compile_all_for_arch`], and [`Error::PtxFile`] when a file cannot be written.
+pub fn write_ptx_dir(arch: &str, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for report in compile_all_for_arch(arch)? {
+        let path = ptx_path(dir, report.module, arch);
+        let io = |source| Error::PtxFile {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::write(&path, report.ptx.as_bytes()).map_err(io)?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 /// What one module's compilation produced.

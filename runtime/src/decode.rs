@@ -48,15 +48,57 @@ impl Sampler {
         Ok(Sampler { params, rng })
     }
 
-    /// Picks a token from `logits` (`[v]`).
-    pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        if self.params.temperature == 0.0 {
-            return argmax(logits);
+    /// Whether this sampler is greedy (temperature 0).
+    pub fn is_greedy(&self) -> bool {
+        self.params.temperature == 0.0
+    }
+
+    /// The distribution [`Sampler::sample`] draws from, after temperature, top-k and top-p: `[v]`
+    /// probabilities (zero outside the kept set). Greedy: one-hot at the argmax.
+    pub fn distribution(&self, logits: &[f32]) -> Vec<f32> {
+        let mut dist = vec![0.0f32; logits.len()];
+        if self.is_greedy() {
+            if !logits.is_empty() {
+                dist[argmax(logits) as usize] = 1.0;
+            }
+            return dist;
         }
-        // Candidates sorted by logit, descending (stable: lower id first on ties).
+        let (idx, probs) = self.kept(logits);
+        for (i, p) in idx.into_iter().zip(probs) {
+            dist[i as usize] = p;
+        }
+        dist
+    }
+
+    /// Draws an index from `dist` (non-negative weights, not necessarily normalised); the last
+    /// positive entry absorbs rounding.
+    pub fn sample_from(&mut self, dist: &[f32]) -> u32 {
+        let total: f32 = dist.iter().sum();
+        let r = self.uniform() * total;
+        let mut cum = 0.0;
+        let mut last = 0u32;
+        for (i, &p) in dist.iter().enumerate() {
+            if p > 0.0 {
+                cum += p;
+                last = i as u32;
+                if r < cum {
+                    return i as u32;
+                }
+            }
+        }
+        last
+    }
+
+    /// A uniform draw in [0, 1) from the seeded generator.
+    pub fn uniform(&mut self) -> f32 {
+        self.rng.random::<f32>()
+    }
+
+    /// Candidate ids (descending logit) and their probabilities after temperature/top-k/top-p.
+    fn kept(&self, logits: &[f32]) -> (Vec<u32>, Vec<f32>) {
         let mut idx: Vec<u32> = (0..logits.len() as u32).filter(|&i| !logits[i as usize].is_nan()).collect();
         if idx.is_empty() {
-            return 0;
+            return (vec![0], vec![1.0]);
         }
         idx.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
         if self.params.top_k > 0 {
@@ -82,6 +124,15 @@ impl Sampler {
             let s: f32 = probs.iter().sum();
             probs.iter_mut().for_each(|p| *p /= s);
         }
+        (idx, probs)
+    }
+
+    /// Picks a token from `logits` (`[v]`).
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        if self.params.temperature == 0.0 {
+            return argmax(logits);
+        }
+        let (idx, probs) = self.kept(logits);
         let r: f32 = self.rng.random::<f32>();
         let mut cum = 0.0;
         for (j, p) in probs.iter().enumerate() {
@@ -119,6 +170,13 @@ pub struct StopRule {
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
+    /// An eos id was generated (it is the last id returned).
     Eos,
+    /// The token budget was reached.
     MaxTokens,
+    /// The sequence reached `max_position_embeddings`.
+    ContextLength,
+    /// The caller asked to stop (a client disconnected, a stop string matched): see
+    /// `Engine::generate_cancellable` and `Generator`.
+    Cancelled,
 }

@@ -8,7 +8,7 @@ use tokenizers_mm::{ChatMessage, IncrementalDecoder, TextTokenizer};
 
 use crate::config::generation_eos_ids;
 use crate::decode::{Sampler, SamplingParams, StopReason};
-use crate::kv_cache::KvCache;
+use crate::elastic::ElasticOptions;
 use crate::model::{load_text_model, Logits, Transformer};
 use crate::{Error, Result};
 
@@ -53,6 +53,8 @@ pub struct Engine {
     tokenizer: Option<TextTokenizer>,
     eos_ids: Vec<u32>,
     dir: PathBuf,
+    /// GPU copy of `model` after [`Engine::to_device`] (device.rs); `generate` then runs there.
+    pub(crate) gpu: Option<crate::cuda::CudaModel>,
 }
 
 impl Engine {
@@ -60,10 +62,15 @@ impl Engine {
     ///
     /// Errors: every config, checkpoint and tokenizer error, each naming the file and problem.
     pub fn load(dir: &Path) -> Result<Engine> {
+        Engine::load_with(dir, &ElasticOptions::default())
+    }
+
+    /// [`Engine::load`] as an elastic sub-model (ERNIE 5.0 layers / experts / top-k selection).
+    pub fn load_with(dir: &Path, elastic: &ElasticOptions) -> Result<Engine> {
         if !dir.is_dir() {
             return Err(Error::Io { path: dir.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory") });
         }
-        let model = load_text_model(dir)?;
+        let model = load_text_model(dir, elastic)?;
         let tokenizer = if dir.join("tokenizer.json").exists() { Some(TextTokenizer::from_dir(dir)?) } else { None };
         let mut eos_ids = generation_eos_ids(dir)?.unwrap_or_else(|| model.cfg.eos_token_id.clone());
         if let Some(t) = &tokenizer {
@@ -73,12 +80,17 @@ impl Engine {
                 }
             }
         }
-        Ok(Engine { model, tokenizer, eos_ids, dir: dir.to_path_buf() })
+        Ok(Engine { model, tokenizer, eos_ids, dir: dir.to_path_buf(), gpu: None })
     }
 
     /// The text tokenizer. Errors when the checkpoint has no tokenizer.json.
     pub fn tokenizer(&self) -> Result<&TextTokenizer> {
         self.tokenizer.as_ref().ok_or_else(|| Error::Request(format!("{} has no tokenizer.json", self.dir.display())))
+    }
+
+    /// The text tokenizer, if the checkpoint has one.
+    pub fn tokenizer_opt(&self) -> Option<&TextTokenizer> {
+        self.tokenizer.as_ref()
     }
 
     /// Ids that stop generation.
@@ -107,15 +119,16 @@ impl Engine {
             return Err(Error::Request("the prompt is empty".into()));
         }
         let cfg = &self.model.cfg;
-        let max_seq = (prompt_ids.len() + req.max_new_tokens).min(cfg.max_position_embeddings);
-        if prompt_ids.len() >= max_seq && req.max_new_tokens > 0 {
+        // The cache holds the prompt and every generated token but the last (it is never fed back).
+        let max_seq = prompt_ids.len().saturating_add(req.max_new_tokens.saturating_sub(1)).min(cfg.max_position_embeddings);
+        if prompt_ids.len() > max_seq {
             return Err(Error::Request(format!(
                 "prompt of {} tokens leaves no room under max_position_embeddings {}",
                 prompt_ids.len(),
                 cfg.max_position_embeddings
             )));
         }
-        let mut cache = KvCache::new(cfg, max_seq.max(prompt_ids.len()))?;
+        let mut cache = self.new_cache(max_seq)?; // on the engine's device (device.rs)
         let mut sampler = Sampler::new(req.sampling.clone())?;
         let mut detok = match &self.tokenizer {
             Some(t) => Some(IncrementalDecoder::new(t, true)),
@@ -132,7 +145,7 @@ impl Engine {
 
         let t0 = Instant::now();
         let mut logits = if req.max_new_tokens > 0 {
-            self.model.forward(prompt_ids, &mut cache, Logits::Last, None)?
+            self.forward(prompt_ids, &mut cache, Logits::Last)?
         } else {
             Vec::new()
         };
@@ -154,7 +167,11 @@ impl Engine {
             if token_ids.len() == req.max_new_tokens {
                 break;
             }
-            logits = self.model.forward(&[next], &mut cache, Logits::Last, None)?;
+            if cache.len() == cache.capacity() {
+                stop = StopReason::ContextLength;
+                break;
+            }
+            logits = self.forward(&[next], &mut cache, Logits::Last)?;
         }
         if let Some(d) = detok.as_mut() {
             let rest = d.finish()?;

@@ -47,6 +47,19 @@ pub enum Error {
     #[error("invalid request: {0}")]
     Request(String),
 
+    /// `--device cuda` in a build without the `cuda` cargo feature.
+    #[error("this build has no CUDA support: rebuild with `--features cuda` to use a CUDA device")]
+    CudaNotCompiled,
+
+    /// No usable CUDA device: libcuda is missing, no GPU is present, or the kernels / cuBLAS
+    /// cannot be loaded for it.
+    #[error("CUDA is unavailable: {reason}")]
+    CudaUnavailable { reason: String },
+
+    /// A CUDA operation failed on an open device (driver, cuBLAS or kernel launch error).
+    #[error("CUDA {op}: {message}")]
+    Cuda { op: &'static str, message: String },
+
     /// The text tokenizer failed.
     #[error(transparent)]
     Tokenizer(#[from] tokenizers_mm::Error),

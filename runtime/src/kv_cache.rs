@@ -26,6 +26,12 @@ impl KvCache {
     /// Allocates room for `max_seq` positions. Errors when `max_seq` is 0 or exceeds
     /// `max_position_embeddings`.
     pub fn new(cfg: &TextConfig, max_seq: usize) -> Result<KvCache> {
+        KvCache::with_layers(cfg, cfg.num_hidden_layers, max_seq)
+    }
+
+    /// A cache of `n_layers` layers with `cfg`'s KV width (the MTP block has its own one-layer
+    /// cache).
+    pub fn with_layers(cfg: &TextConfig, n_layers: usize, max_seq: usize) -> Result<KvCache> {
         if max_seq == 0 || max_seq > cfg.max_position_embeddings {
             return Err(Error::Request(format!(
                 "context of {max_seq} tokens is outside 1..={} (max_position_embeddings)",
@@ -33,7 +39,7 @@ impl KvCache {
             )));
         }
         let kv_dim = cfg.kv_dim();
-        let layers = (0..cfg.num_hidden_layers)
+        let layers = (0..n_layers)
             .map(|_| LayerKv { k: vec![0.0; max_seq * kv_dim], v: vec![0.0; max_seq * kv_dim] })
             .collect();
         Ok(KvCache { layers, rope: RopeTable::new(cfg.head_dim, cfg.rope_theta, max_seq), len: 0, max_seq })

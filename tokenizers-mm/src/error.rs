@@ -68,15 +68,6 @@ pub enum Error {
         message: String,
     },
 
-    /// A token id is not in the vocabulary.
-    #[error("token id {id} is outside the vocabulary (size {vocab_size})")]
-    IdOutOfRange {
-        /// The offending id.
-        id: u32,
-        /// Number of ids the tokenizer knows (largest id + 1).
-        vocab_size: usize,
-    },
-
     /// The chat template failed to compile or to render (syntax error, `raise_exception(...)`,
     /// an unsupported filter or method).
     #[error("chat template from {origin}: {message}")]
@@ -110,5 +101,95 @@ pub enum Error {
         expected: String,
         /// Text the decoder now produces for that window.
         actual: String,
+    },
+
+    // ---- media: images, preprocessor config, token stream ----
+    /// An image file is malformed, truncated, or in an unsupported format / pixel layout.
+    #[error("{}: cannot decode image: {reason}", path.display())]
+    ImageDecode {
+        /// The offending file (or the name given to an in-memory buffer).
+        path: PathBuf,
+        /// What is wrong (format not recognised, decoder error, unsupported color type, …).
+        reason: String,
+    },
+
+    /// An image decodes but its size cannot be processed: a zero side, an aspect ratio above
+    /// the processor's limit (200, as `smart_resize` raises), or a resize target that is not a
+    /// multiple of the patch grid.
+    #[error("{}: image size {height}x{width} (HxW): {reason}", path.display())]
+    ImageSize {
+        /// The offending file.
+        path: PathBuf,
+        /// Height in pixels (after EXIF orientation).
+        height: u64,
+        /// Width in pixels (after EXIF orientation).
+        width: u64,
+        /// Why it is refused.
+        reason: String,
+    },
+
+    /// A prompt does not fit its media: a marker without a media item, a media item without a
+    /// marker, or a media kind the tokenizer has no special tokens for.
+    #[error("prompt: {reason}")]
+    Prompt {
+        /// What is wrong.
+        reason: String,
+    },
+
+    // ---- media: audio / video (and limits shared with images) ----
+    /// A media input is larger or longer than a configured cap ([`crate::Limits`]); checked from
+    /// the file size and headers before a full decode where possible.
+    #[error("{}: {what} {actual} exceeds the limit {limit}", path.display())]
+    LimitExceeded {
+        /// The offending file.
+        path: PathBuf,
+        /// Which cap: "file size (bytes)", "decoded pixels", "audio duration (s)", "video frames".
+        what: &'static str,
+        /// The value found (bytes, pixels, seconds or frames).
+        actual: f64,
+        /// The configured cap.
+        limit: f64,
+    },
+
+    /// An audio file is malformed, truncated beyond use, or uses an unsupported container/codec.
+    #[error("{}: cannot decode audio: {reason}", path.display())]
+    AudioDecode {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong (container, codec, missing chunk, no samples, …).
+        reason: String,
+    },
+
+    /// A video file (or animated GIF) is malformed, truncated beyond use, or unsupported.
+    #[error("{}: cannot decode video: {reason}", path.display())]
+    VideoDecode {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A video file needs the `ffmpeg` cargo feature, which this build does not have (only
+    /// animated GIFs decode without it).
+    #[error("{}: video files need tokenizers-mm built with the `ffmpeg` feature (this build has only GIF)", path.display())]
+    VideoBackendMissing {
+        /// The video file.
+        path: PathBuf,
+    },
+
+    /// A preprocessing parameter is out of range (zero hop, zero sample rate, …).
+    #[error("invalid preprocessing config: `{field}` {problem}")]
+    InvalidConfig {
+        /// The parameter.
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// A library used internally failed where it should not (FFT plan, resampler buffers).
+    #[error("internal error: {what}")]
+    Internal {
+        /// What failed.
+        what: String,
     },
 }

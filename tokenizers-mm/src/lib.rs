@@ -31,10 +31,20 @@
 
 #![warn(missing_docs)]
 
+pub mod audio;
 mod chat;
 mod error;
+pub mod image;
+pub mod limits;
+pub mod stream;
 mod text;
+pub mod video;
 
 pub use chat::{ChatMessage, ERNIE_CHAT_TEMPLATE};
 pub use error::{Error, Result};
+pub use limits::Limits;
+pub use stream::{
+    build_stream, MediaItem, MediaKind, MediaTensor, MmMessage, Part, PositionRule, Segment, StreamConfig, StreamPrompt,
+    TokenLayout, TokenStream, VideoPlaceholder,
+};
 pub use text::{IncrementalDecoder, TextTokenizer};

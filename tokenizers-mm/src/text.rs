@@ -175,9 +175,19 @@ impl TextTokenizer {
     /// `clean_up_tokenization_spaces=False`, ERNIE's setting). Byte-fallback pieces are joined
     /// into UTF-8; an invalid byte run decodes to one U+FFFD per byte.
     ///
-    /// Errors: [`Error::IdOutOfRange`] for an id ≥ [`Self::vocab_size`], [`Error::Decode`].
+    /// Ids with no token (≥ [`Self::vocab_size`]: a model's embedding matrix may have more rows
+    /// than the tokenizer has tokens, as ERNIE's padded 103424) decode to no text, as in
+    /// transformers (`decode([300, 1015, 301]) == decode([300, 301])` for the fixture).
+    ///
+    /// Errors: [`Error::Decode`].
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.check_ids(ids)?;
+        let known: Vec<u32>;
+        let ids = if ids.iter().any(|&id| id as usize >= self.vocab_size) {
+            known = ids.iter().copied().filter(|&id| (id as usize) < self.vocab_size).collect();
+            &known
+        } else {
+            ids
+        };
         self.tokenizer
             .decode(ids, skip_special)
             .map_err(|e| Error::Decode { message: e.to_string() })
@@ -224,12 +234,6 @@ impl TextTokenizer {
         self.is_byte_token.get(id as usize).copied().unwrap_or(false)
     }
 
-    fn check_ids(&self, ids: &[u32]) -> Result<()> {
-        match ids.iter().find(|&&id| id as usize >= self.vocab_size) {
-            Some(&id) => Err(Error::IdOutOfRange { id, vocab_size: self.vocab_size }),
-            None => Ok(()),
-        }
-    }
 }
 
 /// Streaming detokenizer: feed generated ids one at a time, get text as soon as it is final.
@@ -269,9 +273,13 @@ impl<'a> IncrementalDecoder<'a> {
 
     /// Add one generated id; returns the newly completed text, or `None` while held back.
     ///
-    /// Errors: [`Error::IdOutOfRange`], [`Error::Decode`], [`Error::IncrementalPrefix`].
+    /// An id with no token (see [`TextTokenizer::decode`]) adds no text.
+    ///
+    /// Errors: [`Error::Decode`], [`Error::IncrementalPrefix`].
     pub fn push(&mut self, id: u32) -> Result<Option<String>> {
-        self.tok.check_ids(&[id])?;
+        if id as usize >= self.tok.vocab_size() {
+            return Ok(None);
+        }
         self.ids.push(id);
         let visible = !(self.skip_special && self.tok.is_special_id(id));
         if visible {

@@ -19,9 +19,10 @@ use std::collections::BTreeMap;
 
 use crate::attention::Attention;
 use crate::config::{MlpKind, TextConfig};
-use crate::kv_cache::KvCache;
+use crate::elastic::{ElasticOptions, ElasticPlan};
+use crate::kv_cache::{KvCache, LayerKv};
 use crate::moe::{MoeBlock, Routing, SwiGlu};
-use crate::ops::{matmul_xwt, rms_norm};
+use crate::ops::{matmul_xwt, rms_norm, RopeTable};
 use crate::tensor::{Elems, Tensor};
 use crate::trace::Trace;
 use crate::weights::Weights;
@@ -35,6 +36,8 @@ pub enum Mlp {
 
 /// One decoder layer.
 pub struct Layer {
+    /// Index in the checkpoint (`model.layers.{index}`) and in the KV cache.
+    pub index: usize,
     /// `[h]`
     pub input_layernorm: Vec<f32>,
     pub self_attn: Attention,
@@ -69,25 +72,74 @@ pub struct Transformer {
     pub mtp: BTreeMap<String, Tensor>,
 }
 
+impl Layer {
+    /// Loads the layer under `prefix` (`model.layers.{l}`, or `model.mtp_block.0` for the MTP
+    /// block) with a dense or MoE feed-forward per `kind`.
+    pub fn load(w: &mut Weights, prefix: &str, index: usize, kind: MlpKind, cfg: &TextConfig) -> Result<Layer> {
+        let h = cfg.hidden_size;
+        let mlp = match (kind, &cfg.moe) {
+            (MlpKind::Moe, Some(m)) => Mlp::Moe(MoeBlock::load(w, &format!("{prefix}.mlp"), h, m, cfg.use_bias)?),
+            _ => Mlp::Dense(SwiGlu::load(w, &format!("{prefix}.mlp"), h, cfg.intermediate_size, cfg.use_bias)?),
+        };
+        Ok(Layer {
+            index,
+            input_layernorm: w.take_f32(&format!("{prefix}.input_layernorm.weight"), &[h])?,
+            self_attn: Attention::load(w, &format!("{prefix}.self_attn"), cfg)?,
+            post_attention_layernorm: w.take_f32(&format!("{prefix}.post_attention_layernorm.weight"), &[h])?,
+            mlp,
+        })
+    }
+
+    /// `x += attn(norm(x)); x += ffn(norm(x))` in place. `x`: `[t, h]` at positions
+    /// `start..start+t`; writes this layer's K/V rows into `kv`.
+    pub fn forward(&self, x: &mut [f32], kv: &mut LayerKv, rope: &RopeTable, start: usize, eps: f32, trace: Option<&mut Trace>) -> Result<()> {
+        let mut normed = vec![0.0f32; x.len()]; // [t, h]
+        rms_norm(x, &self.input_layernorm, eps, &mut normed); // attn_norm
+        let attn_out = self.self_attn.forward(&normed, kv, rope, start)?; // [t, h]
+        x.iter_mut().zip(&attn_out).for_each(|(a, b)| *a += b);
+        rms_norm(x, &self.post_attention_layernorm, eps, &mut normed); // ffn_norm
+        let ffn_out = match &self.mlp {
+            Mlp::Dense(mlp) => mlp.forward(&normed)?,
+            Mlp::Moe(moe) => {
+                let (out, routing) = moe.forward(&normed)?; // ffn_moe_out
+                if let Some(tr) = trace {
+                    tr.record_routing(self.index, routing);
+                }
+                out
+            }
+        };
+        x.iter_mut().zip(&ffn_out).for_each(|(a, b)| *a += b); // l_out
+        Ok(())
+    }
+}
+
 impl Transformer {
     /// Takes every tensor the config implies from `w`. Shape errors are returned at once; missing
     /// tensors are collected for `Weights::finish`.
     pub fn load(cfg: &TextConfig, w: &mut Weights) -> Result<Transformer> {
+        Transformer::load_elastic(cfg, w, &ElasticOptions::default().resolve(cfg)?)
+    }
+
+    /// [`Transformer::load`] for an elastic sub-model: layers the plan drops are consumed from `w`
+    /// but never loaded (their pages are never read); masked experts and the top-k override go
+    /// into each router.
+    pub fn load_elastic(cfg: &TextConfig, w: &mut Weights, plan: &ElasticPlan) -> Result<Transformer> {
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
         let embed_tokens = w.take("model.embed_tokens.weight", &[v, h])?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        for (l, kind) in cfg.mlp_layer_types.iter().enumerate() {
-            let p = format!("model.layers.{l}");
-            let mlp = match (kind, &cfg.moe) {
-                (MlpKind::Moe, Some(m)) => Mlp::Moe(MoeBlock::load(w, &format!("{p}.mlp"), h, m, cfg.use_bias)?),
-                _ => Mlp::Dense(SwiGlu::load(w, &format!("{p}.mlp"), h, cfg.intermediate_size, cfg.use_bias)?),
-            };
-            layers.push(Layer {
-                input_layernorm: w.take_f32(&format!("{p}.input_layernorm.weight"), &[h])?,
-                self_attn: Attention::load(w, &format!("{p}.self_attn"), cfg)?,
-                post_attention_layernorm: w.take_f32(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
-                mlp,
-            });
+        for (l, &kind) in cfg.mlp_layer_types.iter().enumerate() {
+            if !plan.keep_layer[l] {
+                w.take_prefix(&format!("model.layers.{l}."));
+                continue;
+            }
+            let mut layer = Layer::load(w, &format!("model.layers.{l}"), l, kind, cfg)?;
+            if let Mlp::Moe(moe) = &mut layer.mlp {
+                moe.router.expert_mask = plan.expert_mask.get(&l).cloned();
+                if let Some(k) = plan.top_k {
+                    moe.router.top_k = k;
+                }
+            }
+            layers.push(layer);
         }
         let norm = w.take_f32("model.norm.weight", &[h])?;
         let lm_head = if cfg.tie_word_embeddings {
@@ -107,40 +159,31 @@ impl Transformer {
     /// Returns per `which`: last-row logits `[v]`, all logits `[t, v]`, or final hidden `[t, h]`.
     /// Errors: [`Error::Request`] for an empty input, an id `>= vocab_size`, or a full cache.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits, mut trace: Option<&mut Trace>) -> Result<Vec<f32>> {
-        let (h, v, eps) = (self.cfg.hidden_size, self.cfg.vocab_size, self.cfg.rms_norm_eps);
+        let (h, eps) = (self.cfg.hidden_size, self.cfg.rms_norm_eps);
         let t = tokens.len();
         if t == 0 {
             return Err(Error::Request("no input tokens".into()));
         }
         cache.check_room(t)?;
         let mut x = self.embed(tokens)?; // [t, h]
-        let mut normed = vec![0.0f32; t * h]; // [t, h]
         let (kv_layers, rope, start) = cache.parts();
-        for (l, layer) in self.layers.iter().enumerate() {
-            rms_norm(&x, &layer.input_layernorm, eps, &mut normed); // attn_norm
-            let attn_out = layer.self_attn.forward(&normed, &mut kv_layers[l], rope, start)?; // [t, h]
-            x.iter_mut().zip(&attn_out).for_each(|(a, b)| *a += b);
-            rms_norm(&x, &layer.post_attention_layernorm, eps, &mut normed); // ffn_norm
-            let ffn_out = match &layer.mlp {
-                Mlp::Dense(mlp) => mlp.forward(&normed)?,
-                Mlp::Moe(moe) => {
-                    let (out, routing) = moe.forward(&normed)?; // ffn_moe_out
-                    if let Some(tr) = trace.as_deref_mut() {
-                        tr.record_routing(l, routing);
-                    }
-                    out
-                }
-            };
-            x.iter_mut().zip(&ffn_out).for_each(|(a, b)| *a += b); // l_out
+        for layer in &self.layers {
+            layer.forward(&mut x, &mut kv_layers[layer.index], rope, start, eps, trace.as_deref_mut())?;
         }
         cache.advance(t);
+        let mut normed = vec![0.0f32; t * h]; // [t, h]
         rms_norm(&x, &self.norm, eps, &mut normed); // result_norm
         let rows = match which {
             Logits::Hidden => return Ok(normed),
             Logits::All => &normed[..],
             Logits::Last => &normed[(t - 1) * h..],
         };
-        let mut logits = vec![0.0f32; rows.len() / h * v]; // [rows, v]
+        self.head(rows)
+    }
+
+    /// The LM head: `[rows, h]` → `[rows, v]` logits.
+    pub fn head(&self, rows: &[f32]) -> Result<Vec<f32>> {
+        let mut logits = vec![0.0f32; rows.len() / self.cfg.hidden_size * self.cfg.vocab_size]; // [rows, v]
         matmul_xwt(rows, &self.lm_head, &mut logits)?;
         crate::moe::add_bias(&mut logits, self.lm_head_bias.as_deref());
         Ok(logits)

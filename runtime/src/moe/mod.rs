@@ -79,7 +79,7 @@ impl MoeBlock {
                 bias = Some(w.take_f32(&name, &[1, e])?);
             }
         }
-        let router = Router { weight, bias, num_experts: e, hidden, top_k: m.top_k, norm_min: m.moe_norm_min };
+        let router = Router { weight, bias, num_experts: e, hidden, top_k: m.top_k, norm_min: m.moe_norm_min, expert_mask: None };
 
         let stacked = format!("{prefix}.experts.gate_up_proj");
         let experts = if w.contains(&stacked) {

@@ -42,6 +42,8 @@ pub struct Router {
     pub hidden: usize,
     pub top_k: usize,
     pub norm_min: f32,
+    /// `[e]` kept experts (elastic width); a masked expert's logit is −∞ before the softmax.
+    pub expert_mask: Option<Vec<bool>>,
 }
 
 impl Router {
@@ -55,11 +57,17 @@ impl Router {
                 *out = w.iter().zip(row).map(|(a, b)| a * b).sum();
             }
         });
+        if let Some(mask) = &self.expert_mask {
+            for row in logits.chunks_exact_mut(self.num_experts) {
+                row.iter_mut().zip(mask).filter(|(_, &keep)| !keep).for_each(|(l, _)| *l = f32::NEG_INFINITY);
+            }
+        }
         route_logits(&logits, self.num_experts, self.top_k, self.bias.as_deref(), self.norm_min)
     }
 }
 
-/// Softmax → biased top-k → renormalise, for router logits `[t, e]` (the part of routing the CUDA
+/// Softmax → biased top-k → renormalise, for router logits `[t, e]` (a −∞ logit marks an
+/// expert that must not be selected) (the part of routing the CUDA
 /// `moe_route` kernel implements; tests compare the two).
 ///
 /// Errors: [`Error::ShapeMismatch`] when `logits` is not a whole number of rows, `bias` is not
@@ -91,7 +99,14 @@ pub fn route_logits(logits: &[f32], n_experts: usize, top_k: usize, bias: Option
                 p.extend_from_slice(l);
                 softmax_in_place(p); // [e]
                 score.clear();
-                score.extend(p.iter().enumerate().map(|(e, &v)| v + bias.map_or(0.0, |b| b[e])));
+                // A −∞ logit (masked expert) is never selectable, whatever its correction bias.
+                score.extend(p.iter().enumerate().map(|(e, &v)| {
+                    if l[e] == f32::NEG_INFINITY {
+                        f32::NEG_INFINITY
+                    } else {
+                        v + bias.map_or(0.0, |b| b[e])
+                    }
+                }));
                 top_k_lowest_index_ties(score, ids);
                 let sum: f32 = ids.iter().map(|&e| p[e as usize]).sum();
                 let denom = sum.max(norm_min);

@@ -162,15 +162,18 @@ fn gemv(x: &[f32], t: usize, w: &Tensor, n: usize, k: usize, out: &mut [f32]) {
             let mut y = vec![0.0f32; nb * t]; // [nb, t]
             let mut row = vec![0.0f32; k];
             for j in 0..nb {
-                let wr: &[f32] = match w.elems() {
-                    Elems::F32(s) => &s[(n0 + j) * k..(n0 + j + 1) * k],
-                    _ => {
-                        upcast_rows(w, n0 + j, 1, k, &mut row);
-                        &row
+                let r = (n0 + j) * k..(n0 + j + 1) * k;
+                match w.elems() {
+                    Elems::F32(s) => (0..t).for_each(|i| y[j * t + i] = dot(&x[i * k..(i + 1) * k], &s[r.clone()])),
+                    // bf16 is upcast inside the dot product: the weight row is streamed once.
+                    Elems::Bf16(s) => {
+                        let wr: &[u16] = bytemuck::cast_slice(&s[r]);
+                        (0..t).for_each(|i| y[j * t + i] = dot_bf16(&x[i * k..(i + 1) * k], wr));
                     }
-                };
-                for r in 0..t {
-                    y[j * t + r] = dot(&x[r * k..(r + 1) * k], wr);
+                    Elems::F16(_) => {
+                        upcast_rows(w, n0 + j, 1, k, &mut row);
+                        (0..t).for_each(|i| y[j * t + i] = dot(&x[i * k..(i + 1) * k], &row));
+                    }
                 }
             }
             y
@@ -204,6 +207,42 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     dot_generic(a, b)
+}
+
+/// `Σ a[i] · bf16(b[i])` with the bf16 → f32 upcast (a 16-bit shift) fused into the loop.
+fn dot_bf16(a: &[f32], b: &[u16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the features were just detected on this CPU.
+            return unsafe { dot_bf16_avx2(a, b) };
+        }
+    }
+    dot_bf16_generic(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_bf16_avx2(a: &[f32], b: &[u16]) -> f32 {
+    dot_bf16_generic(a, b)
+}
+
+#[inline(always)]
+fn dot_bf16_generic(a: &[f32], b: &[u16]) -> f32 {
+    const L: usize = 16;
+    let mut acc = [0.0f32; L];
+    let (a_main, a_tail) = a.split_at(a.len() / L * L);
+    let (b_main, b_tail) = b.split_at(a_main.len());
+    for (ca, cb) in a_main.chunks_exact(L).zip(b_main.chunks_exact(L)) {
+        for i in 0..L {
+            acc[i] += ca[i] * f32::from_bits((cb[i] as u32) << 16);
+        }
+    }
+    let mut s = 0.0f32;
+    for (x, y) in a_tail.iter().zip(b_tail) {
+        s += x * f32::from_bits((*y as u32) << 16);
+    }
+    acc.iter().sum::<f32>() + s
 }
 
 #[inline(always)]

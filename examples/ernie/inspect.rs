@@ -1,0 +1,160 @@
+//! `ernie inspect --model DIR [--image F]... [--prompt TEXT] --format json`: what the model will
+//! see and what it costs — per stream segment the kind, token count and position ranges, and for
+//! media the source and resized sizes, `grid_thw`, per-channel mean / std of the normalised
+//! tensor and its first 8 values. No weights are loaded: only `tokenizer.json` and
+//! `preprocessor_config.json` from DIR.
+//!
+//! Media markers `<image>` (and `<video>`, `<audio>`) in the prompt place the inputs; without
+//! markers the inputs go before the prompt text. Each modality adds its files in
+//! [`load_media`]; everything else is shared.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tokenizers_mm::image::{AlphaMode, ImageProcessor, ImageProcessorConfig};
+use tokenizers_mm::{build_stream, Limits, MediaItem, PositionRule, StreamConfig, StreamPrompt, TextTokenizer, VideoPlaceholder};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Checkpoint directory (tokenizer.json, preprocessor_config.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// An image file (png, jpeg, webp, gif, bmp, tiff); repeat for several, in marker order.
+    #[arg(long)]
+    image: Vec<PathBuf>,
+    /// The user's message; `<image>` marks where each image goes.
+    #[arg(long, default_value = "")]
+    prompt: String,
+    /// Use the prompt as is (trusted, special-token text parsed, no chat template).
+    #[arg(long)]
+    raw: bool,
+    /// Position rule for the (t, h, w) ids.
+    #[arg(long, value_enum, default_value_t = Rule::Ernie45Vl)]
+    positions: Rule,
+    /// Video placeholder id: HF's <|VIDEO_PLACEHOLDER|> or the original <|IMAGE_PLACEHOLDER|>.
+    #[arg(long, value_enum, default_value_t = VideoId::Hf)]
+    video_placeholder: VideoId,
+    /// Alpha handling: composite on white (HF processor on a PIL image) or drop (HF on a path).
+    #[arg(long, value_enum, default_value_t = Alpha::Composite)]
+    alpha: Alpha,
+    /// Refuse images (and frames) with more pixels than this (checked from the header).
+    #[arg(long)]
+    max_image_pixels: Option<u64>,
+    /// Refuse files larger than this many bytes.
+    #[arg(long)]
+    max_file_bytes: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Rule {
+    #[value(name = "ernie45-vl")]
+    Ernie45Vl,
+    #[value(name = "ernie45-vl-hf")]
+    Ernie45VlHf,
+    #[value(name = "uni-rope")]
+    UniRope,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum VideoId {
+    Hf,
+    Original,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Alpha {
+    Composite,
+    Drop,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let tok = TextTokenizer::from_dir(&args.model).with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
+    let mut limits = Limits::default();
+    if let Some(n) = args.max_image_pixels {
+        limits.max_pixels = n;
+    }
+    if let Some(n) = args.max_file_bytes {
+        limits.max_file_bytes = n;
+    }
+    let media = load_media(&args, &limits)?;
+    let count = |k: tokenizers_mm::MediaKind| media.iter().filter(|m| m.kind == k).count();
+    use tokenizers_mm::MediaKind::{Audio, Image, Video};
+    let prompt = if args.raw {
+        StreamPrompt::Raw(args.prompt.clone())
+    } else {
+        StreamPrompt::user(&args.prompt, count(Image), count(Video), count(Audio))
+    };
+    let cfg = StreamConfig {
+        rule: match args.positions {
+            Rule::Ernie45Vl => PositionRule::Ernie45Vl,
+            Rule::Ernie45VlHf => PositionRule::Ernie45VlHf,
+            Rule::UniRope => PositionRule::UniRope,
+        },
+        video_placeholder: match args.video_placeholder {
+            VideoId::Hf => VideoPlaceholder::Hf,
+            VideoId::Original => VideoPlaceholder::Original,
+        },
+    };
+    let stream = build_stream(&tok, &prompt, media, &cfg)?;
+    let mut report = stream.inspect_json();
+    report["model"] = serde_json::json!(args.model.display().to_string());
+    let mut out = std::io::stdout().lock();
+    let written = match args.format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?).map_err(anyhow::Error::from),
+        Format::Text => write_text(&mut out, &report),
+    };
+    match written {
+        // `ernie inspect … | head` closing the pipe early is not an error.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => Ok(()),
+        other => other,
+    }
+}
+
+/// Every media input, preprocessed, in the order the flags list them per kind.
+fn load_media(args: &Args, limits: &Limits) -> Result<Vec<MediaItem>> {
+    let mut media = Vec::new();
+    if !args.image.is_empty() {
+        let config = ImageProcessorConfig::from_dir(&args.model)
+            .with_context(|| format!("reading the image processor config of {}", args.model.display()))?;
+        let mut proc = ImageProcessor::new(config);
+        proc.limits = *limits;
+        proc.alpha = match args.alpha {
+            Alpha::Composite => AlphaMode::CompositeOnWhite,
+            Alpha::Drop => AlphaMode::Drop,
+        };
+        for path in &args.image {
+            media.push(load_image(&proc, path)?);
+        }
+    }
+    // Video and audio inputs are appended here by their modules.
+    Ok(media)
+}
+
+fn load_image(proc: &ImageProcessor, path: &Path) -> Result<MediaItem> {
+    Ok(proc.process_file(path)?.into_media_item())
+}
+
+/// A short human-readable rendering of the JSON report.
+fn write_text(out: &mut impl Write, r: &serde_json::Value) -> Result<()> {
+    writeln!(out, "{} tokens, positions {} (next {})", r["n_tokens"], r["position_rule"].as_str().unwrap_or(""), r["next_position"])?;
+    for (i, s) in r["segments"].as_array().into_iter().flatten().enumerate() {
+        let pos = &s["positions"];
+        write!(out, "#{i:<3} {:<6} {:>6} tokens  t {} h {} w {}", s["kind"].as_str().unwrap_or(""), s["n_tokens"], pos["t"], pos["h"], pos["w"])?;
+        if s["kind"] != "text" {
+            write!(out, "  {}  source {} resized {} grid_thw {}", s["source"].as_str().unwrap_or(""), s["source_size"], s["resized"], s["grid_thw"])?;
+            write!(out, "\n      mean {} std {}", s["channel_mean"], s["channel_std"])?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}

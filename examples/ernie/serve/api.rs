@@ -1,0 +1,287 @@
+//! The OpenAI wire format: request bodies (parsed leniently, validated strictly), response bodies,
+//! and the error shape `{"error": {"message", "type", "param", "code"}}` with its HTTP status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ernie_runtime::{EmbedInput, Error as RuntimeError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokenizers_mm::ChatMessage;
+
+/// An error response. `kind` is OpenAI's `type`; `code` a stable machine-readable name.
+#[derive(Clone, Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub code: Option<&'static str>,
+    pub param: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, code: Option<&'static str>, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into(), kind, code, param: None }
+    }
+
+    /// 400 for a request that cannot be served as written.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, message)
+    }
+
+    /// 400 naming the offending request field.
+    pub fn bad_param(param: &'static str, message: impl Into<String>) -> Self {
+        ApiError { param: Some(param), ..Self::bad_request(message) }
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found_error", Some(code), message)
+    }
+
+    pub fn loading() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", Some("model_loading"), "the model is still loading; retry shortly")
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, message)
+    }
+
+    /// The JSON body (also sent as an SSE `data:` line when a stream fails midway).
+    pub fn body(&self) -> Value {
+        json!({ "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code } })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    /// Request and tokenizer errors come from the client's input (400); anything else is ours.
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::Request(msg) => ApiError::bad_request(msg),
+            e @ RuntimeError::Tokenizer(_) => ApiError::bad_request(e.to_string()),
+            e => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+/// Parses a JSON body, turning serde's message (which names line and column) into a 400.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// `POST /v1/embeddings`.
+#[derive(Deserialize)]
+pub struct EmbeddingsRequest {
+    pub input: Value,
+    pub model: Option<String>,
+    pub encoding_format: Option<String>,
+    pub dimensions: Option<usize>,
+}
+
+/// OpenAI's `input`: a string, an array of strings, an array of token ids, or an array of those.
+pub fn embedding_inputs(input: &Value, max_inputs: usize) -> Result<Vec<EmbedInput>, ApiError> {
+    let bad = |m: &str| ApiError::bad_param("input", m.to_string());
+    let one = |v: &Value| -> Result<EmbedInput, ApiError> {
+        match v {
+            Value::String(s) if s.is_empty() => Err(bad("input strings must not be empty")),
+            Value::String(s) => Ok(EmbedInput::Text(s.clone())),
+            Value::Array(ids) if ids.is_empty() => Err(bad("token arrays must not be empty")),
+            Value::Array(ids) => ids
+                .iter()
+                .map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
+                .collect::<Option<Vec<u32>>>()
+                .map(EmbedInput::Ids)
+                .ok_or_else(|| bad("token arrays must hold non-negative integers")),
+            _ => Err(bad("input must be a string, an array of strings, or token id arrays")),
+        }
+    };
+    let inputs = match input {
+        Value::String(_) => vec![one(input)?],
+        // An array of numbers is one tokenized input; otherwise each element is an input.
+        Value::Array(items) if items.first().is_some_and(Value::is_number) => vec![one(input)?],
+        Value::Array(items) => items.iter().map(one).collect::<Result<Vec<_>, _>>()?,
+        _ => return Err(bad("input must be a string, an array of strings, or token id arrays")),
+    };
+    if inputs.is_empty() {
+        return Err(bad("input must not be empty"));
+    }
+    if inputs.len() > max_inputs {
+        return Err(bad(&format!("{} inputs exceed the limit of {max_inputs} per request", inputs.len())));
+    }
+    Ok(inputs)
+}
+
+/// `POST /v1/chat/completions`. Fields we do not implement are rejected when set to anything
+/// but their neutral value, so a client never silently gets different semantics.
+#[derive(Deserialize)]
+pub struct ChatRequest {
+    pub model: Option<String>,
+    pub messages: Vec<InMessage>,
+    pub max_tokens: Option<usize>,
+    pub max_completion_tokens: Option<usize>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    /// Extension (vLLM): keep the k most likely tokens.
+    pub top_k: Option<usize>,
+    pub seed: Option<u64>,
+    pub stop: Option<Value>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    pub n: Option<u32>,
+    pub logprobs: Option<bool>,
+    pub tools: Option<Value>,
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    /// Extension (vLLM): also return the prompt and generated token ids.
+    #[serde(default)]
+    pub return_token_ids: bool,
+}
+
+#[derive(Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+#[derive(Deserialize)]
+pub struct InMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: Value,
+}
+
+impl ChatRequest {
+    /// Rejects set-but-unsupported options with a 400 naming the field.
+    pub fn check_unsupported(&self) -> Result<(), ApiError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::bad_param("n", "only n = 1 is supported"));
+        }
+        if self.logprobs == Some(true) {
+            return Err(ApiError::bad_param("logprobs", "logprobs are not supported"));
+        }
+        if self.tools.as_ref().is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty())) {
+            return Err(ApiError::bad_param("tools", "tool calling is not supported"));
+        }
+        if self.frequency_penalty.is_some_and(|p| p != 0.0) || self.presence_penalty.is_some_and(|p| p != 0.0) {
+            return Err(ApiError::bad_param("frequency_penalty", "frequency and presence penalties are not supported"));
+        }
+        Ok(())
+    }
+
+    /// `stop`: absent, one string, or up to 4 non-empty strings (OpenAI's limit).
+    pub fn stop_strings(&self) -> Result<Vec<String>, ApiError> {
+        let bad = || ApiError::bad_param("stop", "stop must be a string or an array of up to 4 non-empty strings");
+        let stops: Vec<String> = match &self.stop {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(bad)).collect::<Result<_, _>>()?,
+            Some(_) => return Err(bad()),
+        };
+        if stops.len() > 4 || stops.iter().any(String::is_empty) {
+            return Err(bad());
+        }
+        Ok(stops)
+    }
+}
+
+/// Turns OpenAI messages into chat-template messages: text content only until the media path
+/// exists; media parts get a 400 that says why (and remote URLs / local paths are refused outright,
+/// since this server never fetches anything on a client's behalf).
+pub fn chat_messages(messages: &[InMessage]) -> Result<Vec<ChatMessage>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::bad_param("messages", "messages must not be empty"));
+    }
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = match m.role.as_str() {
+                "system" | "user" | "assistant" => m.role.clone(),
+                // OpenAI's newer name for the system role.
+                "developer" => "system".to_string(),
+                other => return Err(ApiError::bad_param("messages", format!("messages[{i}]: role {other:?} is not supported"))),
+            };
+            Ok(ChatMessage { role, content: message_text(i, &m.content)? })
+        })
+        .collect()
+}
+
+fn message_text(i: usize, content: &Value) -> Result<String, ApiError> {
+    let bad = |m: String| ApiError::bad_param("messages", format!("messages[{i}]: {m}"));
+    let parts = match content {
+        Value::Null => return Ok(String::new()),
+        Value::String(s) => return Ok(s.clone()),
+        Value::Array(parts) => parts,
+        _ => return Err(bad("content must be a string or an array of content parts".into())),
+    };
+    let mut texts = Vec::with_capacity(parts.len());
+    for part in parts {
+        match part.get("type").and_then(Value::as_str) {
+            Some("text") => match part.get("text").and_then(Value::as_str) {
+                Some(t) => texts.push(t),
+                None => return Err(bad("a text part needs a string `text`".into())),
+            },
+            Some("image_url") => {
+                let url = part.pointer("/image_url/url").and_then(Value::as_str).unwrap_or("");
+                return Err(bad(media_refusal("image", url)));
+            }
+            Some("input_audio") => return Err(bad(media_refusal("audio", "data:"))),
+            Some("video_url") => {
+                let url = part.pointer("/video_url/url").and_then(Value::as_str).unwrap_or("");
+                return Err(bad(media_refusal("video", url)));
+            }
+            Some(t) => return Err(bad(format!("content part type {t:?} is not supported"))),
+            None => return Err(bad("a content part needs a `type`".into())),
+        }
+    }
+    // vLLM joins text parts with newlines; the template then sees one string per message.
+    Ok(texts.join("\n"))
+}
+
+/// Why a media part is refused: remote and local references never, inline data not yet.
+fn media_refusal(kind: &str, url: &str) -> String {
+    let lower = url.trim_start().to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("ftp://") {
+        format!("remote {kind} URLs are refused: this server never fetches URLs (send the bytes inline as a data: URI)")
+    } else if !lower.starts_with("data:") {
+        format!("local {kind} paths are refused: this server never reads files named by a request (send a data: URI)")
+    } else {
+        format!("{kind} inputs are not supported yet: this server runs the text model (media inputs arrive with the vision-language model)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedding_input_shapes() {
+        let n = |v: Value| embedding_inputs(&v, 8).map(|x| x.len());
+        assert_eq!(n(json!("a")).unwrap(), 1);
+        assert_eq!(n(json!(["a", "b"])).unwrap(), 2);
+        assert_eq!(n(json!([1, 2, 3])).unwrap(), 1);
+        assert_eq!(n(json!([[1], [2, 3]])).unwrap(), 2);
+        for bad in [json!(""), json!([]), json!(3), json!([-1]), json!([[]]), json!(["a", 1]), json!(vec!["x"; 9])] {
+            assert_eq!(n(bad.clone()).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    #[test]
+    fn media_is_refused_with_reasons() {
+        let msg = |url: &str| {
+            let m = InMessage { role: "user".into(), content: json!([{"type": "image_url", "image_url": {"url": url}}]) };
+            chat_messages(&[m]).unwrap_err().message
+        };
+        assert!(msg("https://example.com/cat.png").contains("remote image URLs are refused"));
+        assert!(msg("file:///etc/passwd").contains("local image paths are refused"));
+        assert!(msg("/etc/passwd").contains("local image paths are refused"));
+        assert!(msg("data:image/png;base64,AAAA").contains("not supported yet"));
+        let parts = InMessage { role: "user".into(), content: json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]) };
+        assert_eq!(chat_messages(&[parts]).unwrap()[0].content, "a\nb");
+    }
+}

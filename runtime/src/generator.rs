@@ -1,0 +1,185 @@
+//! Step-at-a-time generation: [`Generator`] is [`Engine::generate`] cut into its decode steps, so
+//! a scheduler can interleave several generations, and a caller can stop one between steps
+//! (client gone, stop string seen) without waiting for the token budget.
+//!
+//! Given the same prompt ids and [`GenerateRequest`], the tokens and text equal
+//! [`Engine::generate`]'s (same prefill, same seeded [`Sampler`], same stop rules); the tests in
+//! `tests/embed.rs` hold the two to that.
+
+use std::time::Instant;
+
+use tokenizers_mm::IncrementalDecoder;
+
+use crate::decode::{Sampler, StopReason};
+use crate::device::DeviceCache;
+use crate::engine::{Engine, GenerateRequest, Generation};
+use crate::model::Logits;
+use crate::{Error, Result};
+
+/// One decode step: the sampled token and the text it completed (may be empty while a multi-byte
+/// character is still partial; the final step also carries the decoder's flushed remainder).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub token: u32,
+    pub text: String,
+    /// `Some` on the last step: why generation ended.
+    pub stop: Option<StopReason>,
+}
+
+/// A generation in progress; created by [`Engine::start_generation`] (which runs the prefill).
+pub struct Generator<'e> {
+    engine: &'e Engine,
+    /// On the engine's device (CPU, or CUDA after `Engine::to_device`).
+    cache: DeviceCache,
+    sampler: Sampler,
+    detok: Option<IncrementalDecoder<'e>>,
+    /// `[v]` logits for the next token.
+    logits: Vec<f32>,
+    token_ids: Vec<u32>,
+    text: String,
+    max_new_tokens: usize,
+    stop: Option<StopReason>,
+    prompt_tokens: usize,
+    prefill_secs: f64,
+    decode_secs: f64,
+}
+
+impl Engine {
+    /// Validates the request and runs the prefill forward; the returned [`Generator`] yields the
+    /// new tokens one [`Generator::step`] at a time.
+    ///
+    /// Errors: as [`Engine::generate`] (empty prompt, no room under `max_position_embeddings`,
+    /// bad sampling values, token ids out of range).
+    pub fn start_generation(&self, prompt_ids: &[u32], req: &GenerateRequest) -> Result<Generator<'_>> {
+        if prompt_ids.is_empty() {
+            return Err(Error::Request("the prompt is empty".into()));
+        }
+        let cfg = &self.model.cfg;
+        // As `generate`: the cache holds the prompt and every generated token but the last.
+        let max_seq = prompt_ids.len().saturating_add(req.max_new_tokens.saturating_sub(1)).min(cfg.max_position_embeddings);
+        if prompt_ids.len() > max_seq {
+            return Err(Error::Request(format!(
+                "prompt of {} tokens leaves no room under max_position_embeddings {}",
+                prompt_ids.len(),
+                cfg.max_position_embeddings
+            )));
+        }
+        let mut cache = self.new_cache(max_seq)?;
+        let sampler = Sampler::new(req.sampling.clone())?;
+        let detok = self.tokenizer_opt().map(|t| IncrementalDecoder::new(t, true));
+        let t0 = Instant::now();
+        let logits = if req.max_new_tokens > 0 {
+            self.forward(prompt_ids, &mut cache, Logits::Last)? // [v]
+        } else {
+            Vec::new()
+        };
+        Ok(Generator {
+            engine: self,
+            cache,
+            sampler,
+            detok,
+            logits,
+            token_ids: Vec::new(),
+            text: String::new(),
+            max_new_tokens: req.max_new_tokens,
+            // A zero budget is finished before it starts, as in `generate`.
+            stop: (req.max_new_tokens == 0).then_some(StopReason::MaxTokens),
+            prompt_tokens: prompt_ids.len(),
+            prefill_secs: t0.elapsed().as_secs_f64(),
+            decode_secs: 0.0,
+        })
+    }
+
+    /// [`Engine::generate`] that asks `should_stop` before every decode step and ends with
+    /// [`StopReason::Cancelled`] when it says yes (the tokens so far are kept).
+    pub fn generate_cancellable(
+        &self,
+        prompt_ids: &[u32],
+        req: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str),
+        should_stop: &dyn Fn() -> bool,
+    ) -> Result<Generation> {
+        let mut gen = self.start_generation(prompt_ids, req)?;
+        while !gen.is_done() {
+            if should_stop() {
+                gen.cancel();
+                break;
+            }
+            if let Some(step) = gen.step()? {
+                if !step.text.is_empty() {
+                    on_text(&step.text);
+                }
+            }
+        }
+        Ok(gen.finish())
+    }
+}
+
+impl Generator<'_> {
+    /// Samples the next token, detokenises it, and (unless that ended generation) runs its decode
+    /// forward. Returns `None` once generation has ended.
+    pub fn step(&mut self) -> Result<Option<Step>> {
+        if self.stop.is_some() {
+            return Ok(None);
+        }
+        let t0 = Instant::now();
+        let next = self.sampler.sample(&self.logits);
+        self.token_ids.push(next);
+        let mut text = match self.detok.as_mut() {
+            Some(d) => d.push(next)?.unwrap_or_default(),
+            None => String::new(),
+        };
+        if self.engine.eos_ids().contains(&next) {
+            self.stop = Some(StopReason::Eos);
+        } else if self.token_ids.len() >= self.max_new_tokens {
+            self.stop = Some(StopReason::MaxTokens);
+        } else if self.cache.len() == self.cache.capacity() {
+            self.stop = Some(StopReason::ContextLength);
+        } else {
+            self.logits = self.engine.forward(&[next], &mut self.cache, Logits::Last)?; // [v]
+        }
+        if self.stop.is_some() {
+            // Flush bytes the incremental decoder still holds, as `generate` does after its loop.
+            if let Some(d) = self.detok.as_mut() {
+                text.push_str(&d.finish()?);
+            }
+        }
+        self.text.push_str(&text);
+        self.decode_secs += t0.elapsed().as_secs_f64();
+        Ok(Some(Step { token: next, text, stop: self.stop }))
+    }
+
+    /// Ends generation now with [`StopReason::Cancelled`] (no-op if it already ended).
+    pub fn cancel(&mut self) {
+        if self.stop.is_none() {
+            self.stop = Some(StopReason::Cancelled);
+        }
+    }
+
+    /// Whether generation has ended (eos, budget, or [`Generator::cancel`]).
+    pub fn is_done(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    /// Prompt length in tokens.
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
+    }
+
+    /// New tokens so far.
+    pub fn token_ids(&self) -> &[u32] {
+        &self.token_ids
+    }
+
+    /// The result so far; `stop` is `Cancelled` if generation had not ended.
+    pub fn finish(self) -> Generation {
+        Generation {
+            prompt_tokens: self.prompt_tokens,
+            token_ids: self.token_ids,
+            text: self.text,
+            stop: self.stop.unwrap_or(StopReason::Cancelled),
+            prefill_secs: self.prefill_secs,
+            decode_secs: self.decode_secs,
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! `ernie generate --device`: `cpu` (the default) runs as before; `cuda` either runs (a build with
+//! the `cuda` feature on a machine with a GPU) or fails with one clear `error:` line and a non-zero
+//! exit: "no CUDA support" without the feature, "CUDA is unavailable" without a driver or GPU.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+use ernie_runtime::{Device, Error};
+
+fn generate(device: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ernie"));
+    cmd.args(["generate", "--model"]).arg(fixture("dense-f32")).args(["--prompt", "Hello", "--max-tokens", "4", "--format", "json"]);
+    if let Some(d) = device {
+        cmd.args(["--device", d]);
+    }
+    cmd.output().expect("runs the ernie binary")
+}
+
+fn one_error_line(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure, got success: {}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line expected: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+#[test]
+fn cpu_is_the_default() {
+    let (plain, cpu) = (generate(None), generate(Some("cpu")));
+    assert!(plain.status.success() && cpu.status.success(), "{}", String::from_utf8_lossy(&cpu.stderr));
+    assert_eq!(plain.stdout, cpu.stdout);
+}
+
+#[test]
+fn cuda_runs_or_fails_cleanly() {
+    // What this process can open decides what the binary must do.
+    let here = Device::parse("cuda");
+    let out = generate(Some("cuda"));
+    match here {
+        Ok(_) => {
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
+            assert_eq!(v["token_ids"].as_array().map(Vec::len), Some(4));
+        }
+        Err(Error::CudaNotCompiled) => {
+            assert!(!cfg!(feature = "cuda"));
+            let line = one_error_line(&out);
+            assert!(line.contains("no CUDA support") && line.contains("--features cuda"), "{line}");
+        }
+        Err(Error::CudaUnavailable { .. }) => {
+            assert!(cfg!(feature = "cuda"));
+            let line = one_error_line(&out);
+            assert!(line.contains("CUDA is unavailable") && line.contains("cuda:0"), "{line}");
+        }
+        Err(other) => panic!("opening cuda here failed unexpectedly: {other}"),
+    }
+}
+
+#[test]
+fn unknown_device_is_rejected() {
+    let out = generate(Some("tpu"));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cpu, cuda or cuda:N"), "{stderr}");
+}
