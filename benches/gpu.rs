@@ -19,7 +19,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use ernie_runtime::cuda::cudarc::driver::sys::CUevent_flags;
-use ernie_runtime::cuda::cudarc::driver::CudaSlice;
 use ernie_runtime::cuda::kernels::moe_gemm::{AlignedRows, GemmDims};
 use ernie_runtime::cuda::kernels::MoePlan;
 use ernie_runtime::cuda::{ops, CudaDevice, CudaKvCache, CudaModel};
@@ -68,7 +67,10 @@ impl Report {
 /// warm-up batch (module load, cuBLAS heuristics and allocations stay out of the numbers).
 fn time_ms(d: &CudaDevice, reps: usize, batch: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     let err = |e: ernie_runtime::cuda::cudarc::driver::DriverError| Error::Cuda { op: "event", message: e.to_string() };
-    let (start, end) = (d.context().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(err)?, d.context().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(err)?);
+    let (start, end) = (
+        d.context().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(err)?,
+        d.context().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(err)?,
+    );
     for _ in 0..batch {
         f()?;
     }
@@ -91,7 +93,8 @@ fn ceilings(d: &CudaDevice, r: &mut Report, reps: usize) -> Result<(f64, f64)> {
     let n = 1usize << 29; // 1 GiB of bf16
     let src = d.upload(&random_bf16(n, 1.0, 1))?;
     let mut dst = d.zeros::<bf16>(n)?;
-    let ms = time_ms(d, reps, 1, || d.stream().memcpy_dtod(&src, &mut dst).map_err(|e| Error::Cuda { op: "memcpy", message: e.to_string() }))?;
+    let ms =
+        time_ms(d, reps, 1, || d.stream().memcpy_dtod(&src, &mut dst).map_err(|e| Error::Cuda { op: "memcpy", message: e.to_string() }))?;
     let gbs = 2.0 * (n * 2) as f64 / (ms * 1e-3) / 1e9;
     println!("ceiling  device copy 1 GiB: {ms:.3} ms, {gbs:.0} GB/s (read + write)");
     r.row("ceiling", "copy_1GiB", "bandwidth", gbs, "GB/s");
@@ -114,10 +117,20 @@ fn route(d: &CudaDevice, r: &mut Report, reps: usize) -> Result<()> {
         let plan = MoePlan::new(t, K, E).map_err(|e| Error::Cuda { op: "plan", message: e.to_string() })?;
         let (mut ids, mut w) = (d.zeros::<u32>(t * K)?, d.zeros::<f32>(t * K)?);
         let (mut sorted, mut tiles, mut n_pad) = (d.zeros::<u32>(plan.capacity)?, d.zeros::<u32>(plan.n_tiles)?, d.zeros::<u32>(1)?);
-        let route_ms = time_ms(d, reps, 20, || ops::route_logits(d, &logits.as_view(), E, K, &bias.as_view(), 1e-12, &mut ids.as_view_mut(), &mut w.as_view_mut()))?;
+        let route_ms = time_ms(d, reps, 20, || {
+            ops::route_logits(d, &logits.as_view(), E, K, &bias.as_view(), 1e-12, &mut ids.as_view_mut(), &mut w.as_view_mut())
+        })?;
         let both_ms = time_ms(d, reps, 20, || {
             ops::route_logits(d, &logits.as_view(), E, K, &bias.as_view(), 1e-12, &mut ids.as_view_mut(), &mut w.as_view_mut())?;
-            ops::moe_align(d, &ids.as_view(), E, plan.tile.block_m as usize, &mut sorted.as_view_mut(), &mut tiles.as_view_mut(), &mut n_pad.as_view_mut())
+            ops::moe_align(
+                d,
+                &ids.as_view(),
+                E,
+                plan.tile.block_m as usize,
+                &mut sorted.as_view_mut(),
+                &mut tiles.as_view_mut(),
+                &mut n_pad.as_view_mut(),
+            )
         })?;
         println!("route    T={t:5}: route {:8.2} us   route+align {:8.2} us", route_ms * 1e3, both_ms * 1e3);
         r.row("route", &format!("T={t}"), "moe_route", route_ms * 1e3, "us");
@@ -141,7 +154,15 @@ fn gemm(d: &CudaDevice, r: &mut Report, reps: usize, peak_gbs: f64) -> Result<()
         let (mut ids, mut w) = (d.zeros::<u32>(np)?, d.zeros::<f32>(np)?);
         let (mut sorted, mut tiles, mut n_pad) = (d.zeros::<u32>(plan.capacity)?, d.zeros::<u32>(plan.n_tiles)?, d.zeros::<u32>(1)?);
         ops::route_logits(d, &logits.as_view(), E, K, &bias.as_view(), 1e-12, &mut ids.as_view_mut(), &mut w.as_view_mut())?;
-        ops::moe_align(d, &ids.as_view(), E, plan.tile.block_m as usize, &mut sorted.as_view_mut(), &mut tiles.as_view_mut(), &mut n_pad.as_view_mut())?;
+        ops::moe_align(
+            d,
+            &ids.as_view(),
+            E,
+            plan.tile.block_m as usize,
+            &mut sorted.as_view_mut(),
+            &mut tiles.as_view_mut(),
+            &mut n_pad.as_view_mut(),
+        )?;
         let host_ids = d.download(&ids)?;
         let mut active = host_ids.clone();
         active.sort_unstable();
@@ -217,7 +238,10 @@ fn decode_model(cfg: &TextConfig) -> Result<Transformer> {
             }
         } else {
             all.push((format!("{p}.mlp.gate.weight"), Tensor::from_f32(random_f32(E * h, 0.05, 7 + l as u64), vec![E, h])?));
-            all.push((format!("{p}.mlp.gate.moe_statics.e_score_correction_bias"), Tensor::from_f32(random_f32(E, 0.01, 8 + l as u64), vec![1, E])?));
+            all.push((
+                format!("{p}.mlp.gate.moe_statics.e_score_correction_bias"),
+                Tensor::from_f32(random_f32(E, 0.01, 8 + l as u64), vec![1, E])?,
+            ));
             all.push(t(format!("{p}.mlp.experts.gate_up_proj"), vec![E, 2 * I, h], 0.02)?);
             all.push(t(format!("{p}.mlp.experts.down_proj"), vec![E, h, I], 0.02)?);
             for (n, s) in [("gate_proj", vec![si, h]), ("up_proj", vec![si, h]), ("down_proj", vec![h, si])] {

@@ -1,4 +1,4 @@
-//! `ernie inspect --model DIR [--image F]... [--prompt TEXT] --format json`: what the model will
+//! `ernie inspect --model DIR [--image F]... [--video F]... [--audio F]... [--prompt TEXT] --format json`: what the model will
 //! see and what it costs — per stream segment the kind, token count and position ranges, and for
 //! media the source and resized sizes, `grid_thw`, per-channel mean / std of the normalised
 //! tensor and its first 8 values. No weights are loaded: only `tokenizer.json` and
@@ -12,7 +12,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use tokenizers_mm::audio::{preprocess_audio, AudioConfig, MelConfig};
 use tokenizers_mm::image::{AlphaMode, ImageProcessor, ImageProcessorConfig};
+use tokenizers_mm::video::{load_video, VideoConfig};
 use tokenizers_mm::{build_stream, Limits, MediaItem, PositionRule, StreamConfig, StreamPrompt, TextTokenizer, VideoPlaceholder};
 
 #[derive(clap::Args)]
@@ -23,6 +25,32 @@ pub struct Args {
     /// An image file (png, jpeg, webp, gif, bmp, tiff); repeat for several, in marker order.
     #[arg(long)]
     image: Vec<PathBuf>,
+    /// A video file (mp4, webm, mkv, mov with the `ffmpeg` feature; animated GIF always); repeat
+    /// for several, in marker order.
+    #[arg(long)]
+    video: Vec<PathBuf>,
+    /// An audio file (wav incl. RF64, flac, mp3, ogg/vorbis, m4a/aac); repeat for several.
+    #[arg(long)]
+    audio: Vec<PathBuf>,
+    /// Sample videos at this many frames per second (default: the processor's, every frame
+    /// within 16..=180).
+    #[arg(long)]
+    video_fps: Option<f64>,
+    /// Do not draw the "time: HH:MM:SS.ss" stamp on video frames.
+    #[arg(long)]
+    no_timestamps: bool,
+    /// Mel bins of the audio front end (Whisper: 80; large-v3: 128).
+    #[arg(long, default_value_t = 80)]
+    n_mels: usize,
+    /// Audio tokens per second (ERNIE 5.0's codec: 12.5).
+    #[arg(long, default_value_t = tokenizers_mm::audio::ERNIE5_AUDIO_TOKEN_RATE_HZ)]
+    audio_token_rate: f64,
+    /// Refuse audio clips longer than this many seconds.
+    #[arg(long)]
+    max_audio_seconds: Option<f64>,
+    /// Refuse videos with more frames than this.
+    #[arg(long)]
+    max_video_frames: Option<u64>,
     /// The user's message; `<image>` marks where each image goes.
     #[arg(long, default_value = "")]
     prompt: String,
@@ -86,6 +114,12 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(n) = args.max_file_bytes {
         limits.max_file_bytes = n;
     }
+    if let Some(s) = args.max_audio_seconds {
+        limits.max_audio_seconds = s;
+    }
+    if let Some(n) = args.max_video_frames {
+        limits.max_video_frames = n;
+    }
     let media = load_media(&args, &limits)?;
     let count = |k: tokenizers_mm::MediaKind| media.iter().filter(|m| m.kind == k).count();
     use tokenizers_mm::MediaKind::{Audio, Image, Video};
@@ -136,7 +170,21 @@ fn load_media(args: &Args, limits: &Limits) -> Result<Vec<MediaItem>> {
             media.push(load_image(&proc, path)?);
         }
     }
-    // Video and audio inputs are appended here by their modules.
+    if !args.video.is_empty() {
+        let mut cfg = VideoConfig { draw_timestamps: !args.no_timestamps, ..VideoConfig::default() };
+        cfg.sampling.fps = args.video_fps;
+        for path in &args.video {
+            let video = load_video(path, &cfg, limits)?; // its errors name the file
+            media.push(video.into_media_item(&cfg)?);
+        }
+    }
+    if !args.audio.is_empty() {
+        let cfg = AudioConfig { mel: MelConfig::whisper(args.n_mels), token_rate_hz: args.audio_token_rate, ..AudioConfig::default() };
+        for path in &args.audio {
+            let audio = preprocess_audio(path, &cfg, limits)?;
+            media.push(audio.into_media_item(&path.display().to_string()));
+        }
+    }
     Ok(media)
 }
 

@@ -200,3 +200,36 @@ fn every_module_compiles_with_nvrtc_and_assembles_with_ptxas() {
     // Also keep it next to the PTX, for reading without --nocapture.
     let _ = std::fs::write(out_dir.join("summary.txt"), &summary);
 }
+
+/// The precompiled-PTX path `scripts/gpu-check.sh` ships (no NVRTC on the GPU machine):
+/// `write_ptx_dir` writes one file per module at `ptx_path`, each holding every entry point the
+/// launchers look up and a PTX version driver 580 accepts; `Kernels::from_ptx_dir` reads exactly
+/// these paths.
+#[test]
+fn precompiled_ptx_dir_has_every_module_and_entry() {
+    if toolchain_home().is_none() {
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ptx_dir");
+    let _ = std::fs::remove_dir_all(&dir);
+    let written = ernie_kernels::write_ptx_dir("sm_90", &dir).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(written.len(), ernie_kernels::ModuleId::ALL.len());
+    for id in ernie_kernels::ModuleId::ALL {
+        let path = ernie_kernels::module::ptx_path(&dir, id, "sm_90");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!text.contains('\0'), "{}: NUL in PTX text", path.display());
+        assert!(
+            ptx_version(&text).is_some_and(|v| v <= MAX_PTX_VERSION),
+            "{}",
+            path.display()
+        );
+        for name in id.kernel_names() {
+            assert!(
+                text.contains(&format!(".entry {name}(")),
+                "{name} missing from {}",
+                path.display()
+            );
+        }
+    }
+}

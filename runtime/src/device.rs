@@ -187,12 +187,11 @@ mod tests {
     /// GPU, a typed CudaUnavailable (never a panic). With a GPU this opens it.
     #[test]
     fn cuda_fails_cleanly_or_opens() {
+        let built = cfg!(feature = "cuda");
         match Device::parse("cuda") {
-            Ok(d) => assert!(cfg!(feature = "cuda") && d.spec() == DeviceSpec::Cuda(0)),
-            Err(Error::CudaNotCompiled) => assert!(!cfg!(feature = "cuda")),
-            Err(Error::CudaUnavailable { reason }) => {
-                assert!(cfg!(feature = "cuda") && !reason.is_empty())
-            }
+            Ok(d) => assert!(built && d.spec() == DeviceSpec::Cuda(0)),
+            Err(Error::CudaNotCompiled) => assert!(!built),
+            Err(Error::CudaUnavailable { reason }) => assert!(built && !reason.is_empty()),
             Err(other) => panic!("unexpected error: {other}"),
         }
         // An ordinal far past any machine's device count is unavailable, never a panic.

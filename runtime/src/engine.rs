@@ -2,14 +2,13 @@
 //! its tokenizer, turns prompts into ids, and runs prefill + decode with sampling and stop rules.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use tokenizers_mm::{ChatMessage, IncrementalDecoder, TextTokenizer};
+use tokenizers_mm::{ChatMessage, TextTokenizer};
 
 use crate::config::generation_eos_ids;
-use crate::decode::{Sampler, SamplingParams, StopReason};
+use crate::decode::{SamplingParams, StopReason};
 use crate::elastic::ElasticOptions;
-use crate::model::{load_text_model, Logits, Transformer};
+use crate::model::{load_text_model, Transformer};
 use crate::{Error, Result};
 
 /// What to generate from.
@@ -114,76 +113,13 @@ impl Engine {
     /// Generates from `prompt_ids`: one prefill forward over the whole prompt, then one decode
     /// step per token until an eos id or the budget. `on_text` receives text deltas as they become
     /// valid UTF-8 (never when the checkpoint has no tokenizer).
+    ///
+    /// The steps are [`Engine::start_generation`] and [`crate::Generator::step`], the one decode
+    /// loop of the crate (the server drives the same steps itself).
+    ///
+    /// Errors: [`Error::Request`] for an empty prompt, a prompt with no room under
+    /// `max_position_embeddings`, bad sampling values or an id outside the vocabulary.
     pub fn generate(&self, prompt_ids: &[u32], req: &GenerateRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation> {
-        if prompt_ids.is_empty() {
-            return Err(Error::Request("the prompt is empty".into()));
-        }
-        let cfg = &self.model.cfg;
-        // The cache holds the prompt and every generated token but the last (it is never fed back).
-        let max_seq = prompt_ids.len().saturating_add(req.max_new_tokens.saturating_sub(1)).min(cfg.max_position_embeddings);
-        if prompt_ids.len() > max_seq {
-            return Err(Error::Request(format!(
-                "prompt of {} tokens leaves no room under max_position_embeddings {}",
-                prompt_ids.len(),
-                cfg.max_position_embeddings
-            )));
-        }
-        let mut cache = self.new_cache(max_seq)?; // on the engine's device (device.rs)
-        let mut sampler = Sampler::new(req.sampling.clone())?;
-        let mut detok = match &self.tokenizer {
-            Some(t) => Some(IncrementalDecoder::new(t, true)),
-            None => None,
-        };
-        let mut token_ids = Vec::new();
-        let mut text = String::new();
-        let mut emit = |s: &str, text: &mut String| {
-            if !s.is_empty() {
-                text.push_str(s);
-                on_text(s);
-            }
-        };
-
-        let t0 = Instant::now();
-        let mut logits = if req.max_new_tokens > 0 {
-            self.forward(prompt_ids, &mut cache, Logits::Last)?
-        } else {
-            Vec::new()
-        };
-        let prefill_secs = t0.elapsed().as_secs_f64();
-        let t1 = Instant::now();
-        let mut stop = StopReason::MaxTokens;
-        while token_ids.len() < req.max_new_tokens {
-            let next = sampler.sample(&logits);
-            token_ids.push(next);
-            if let Some(d) = detok.as_mut() {
-                if let Some(s) = d.push(next)? {
-                    emit(&s, &mut text);
-                }
-            }
-            if self.eos_ids.contains(&next) {
-                stop = StopReason::Eos;
-                break;
-            }
-            if token_ids.len() == req.max_new_tokens {
-                break;
-            }
-            if cache.len() == cache.capacity() {
-                stop = StopReason::ContextLength;
-                break;
-            }
-            logits = self.forward(&[next], &mut cache, Logits::Last)?;
-        }
-        if let Some(d) = detok.as_mut() {
-            let rest = d.finish()?;
-            emit(&rest, &mut text);
-        }
-        Ok(Generation {
-            prompt_tokens: prompt_ids.len(),
-            token_ids,
-            text,
-            stop,
-            prefill_secs,
-            decode_secs: t1.elapsed().as_secs_f64(),
-        })
+        self.generate_cancellable(prompt_ids, req, on_text, &|| false)
     }
 }

@@ -13,7 +13,9 @@ use ernie_runtime::cuda::layers::{GpuAttention, GpuLayerKv, GpuMoe, GpuSwiGlu, S
 use ernie_runtime::cuda::{CudaDevice, CudaKvCache, CudaModel};
 use ernie_runtime::moe::{MoeBlock, SwiGlu};
 use ernie_runtime::trace::Trace;
-use ernie_runtime::{attention::Attention, Device, Engine, Error, GenerateRequest, KvCache, Logits, MoeConfig, SamplingParams, Tensor, TextConfig, Weights};
+use ernie_runtime::{
+    attention::Attention, Device, Engine, Error, GenerateRequest, KvCache, Logits, MoeConfig, SamplingParams, Tensor, TextConfig, Weights,
+};
 use half::bf16;
 use serde_json::{json, Value};
 
@@ -60,8 +62,17 @@ fn block_swiglu_with_bias() {
     for t in [1, 33, 511] {
         let x = rand_bf16(&mut r, t * h, 1.0);
         let want = m.forward(&x).unwrap();
-        let (mut gu, mut act, mut out) = (d.zeros::<bf16>(t * 2 * i).unwrap(), d.zeros::<bf16>(t * i).unwrap(), d.zeros::<bf16>(t * h).unwrap());
-        g.forward(&d, &d.upload(&to_bf16(&x)).unwrap().as_view(), &mut gu.as_view_mut(), &mut act.as_view_mut(), &mut out.as_view_mut(), false).unwrap();
+        let (mut gu, mut act, mut out) =
+            (d.zeros::<bf16>(t * 2 * i).unwrap(), d.zeros::<bf16>(t * i).unwrap(), d.zeros::<bf16>(t * h).unwrap());
+        g.forward(
+            &d,
+            &d.upload(&to_bf16(&x)).unwrap().as_view(),
+            &mut gu.as_view_mut(),
+            &mut act.as_view_mut(),
+            &mut out.as_view_mut(),
+            false,
+        )
+        .unwrap();
         check_nmse(&format!("SwiGlu (bias) t={t}"), &to_f32(&d.download(&out).unwrap()), &want, BLOCK_NMSE);
     }
 }
@@ -94,10 +105,22 @@ fn block_attention_prefill_then_decode() {
             let x = rand_bf16(&mut r, t * h, 1.0);
             let want = a.forward(&x, &mut cpu_cache.layers[0], &cpu_cache.rope, start).unwrap();
             let positions: Vec<u32> = (start..start + t).map(|p| p as u32).collect();
-            let (mut q, mut attn, mut out) = (d.zeros::<bf16>(t * q_dim).unwrap(), d.zeros::<bf16>(t * q_dim).unwrap(), d.zeros::<bf16>(t * h).unwrap());
+            let (mut q, mut attn, mut out) =
+                (d.zeros::<bf16>(t * q_dim).unwrap(), d.zeros::<bf16>(t * q_dim).unwrap(), d.zeros::<bf16>(t * h).unwrap());
             let x_d = d.upload(&to_bf16(&x)).unwrap();
             let pos_d = d.upload(&positions).unwrap();
-            g.forward(&d, &x_d.as_view(), &mut q.as_view_mut(), &mut attn.as_view_mut(), &mut kv, start, &pos_d.as_view(), cfg.rope_theta, &mut out.as_view_mut()).unwrap();
+            g.forward(
+                &d,
+                &x_d.as_view(),
+                &mut q.as_view_mut(),
+                &mut attn.as_view_mut(),
+                &mut kv,
+                start,
+                &pos_d.as_view(),
+                cfg.rope_theta,
+                &mut out.as_view_mut(),
+            )
+            .unwrap();
             check_nmse(&format!("Attention hd={hd} t={t} start={start}"), &to_f32(&d.download(&out).unwrap()), &want, BLOCK_NMSE);
             start += t;
         }
@@ -112,9 +135,15 @@ fn moe_block(e: usize, k: usize, h: usize, i: usize, shared: usize, seed: u64) -
     router[..h].iter_mut().for_each(|v| *v = 0.0);
     let mut bias = rand_bf16(&mut r, e, 0.05);
     bias[0] = -1e3; // expert 0 receives no tokens
-    let mut t = vec![(format!("{p}.gate.weight"), tensor(router, vec![e, h])), (format!("{p}.moe_statics.e_score_correction_bias"), tensor(bias, vec![1, e]))];
+    let mut t = vec![
+        (format!("{p}.gate.weight"), tensor(router, vec![e, h])),
+        (format!("{p}.moe_statics.e_score_correction_bias"), tensor(bias, vec![1, e])),
+    ];
     // transformers-5 stacked layout: [e, 2i, h] and [e, h, i].
-    t.push((format!("{p}.experts.gate_up_proj"), Tensor::from_bf16(&to_bf16(&rand_bf16(&mut r, e * 2 * i * h, 0.2)), vec![e, 2 * i, h]).unwrap()));
+    t.push((
+        format!("{p}.experts.gate_up_proj"),
+        Tensor::from_bf16(&to_bf16(&rand_bf16(&mut r, e * 2 * i * h, 0.2)), vec![e, 2 * i, h]).unwrap(),
+    ));
     t.push((format!("{p}.experts.down_proj"), Tensor::from_bf16(&to_bf16(&rand_bf16(&mut r, e * h * i, 0.2)), vec![e, h, i]).unwrap()));
     if shared > 0 {
         let si = i * shared;
@@ -146,7 +175,9 @@ fn block_moe_route_align_gemm_reduce() {
             let got = to_f32(&d.download(&s.x.slice(0..t * h)).unwrap());
             // Both sides route the same f32 inputs with the same f32 weights: only summation order
             // differs, so rows may differ only at exact near-ties; those rows are left out.
-            let same: Vec<usize> = (0..t).filter(|&row| routing.expert_ids[row * k..(row + 1) * k] == want_routing.expert_ids[row * k..(row + 1) * k]).collect();
+            let same: Vec<usize> = (0..t)
+                .filter(|&row| routing.expert_ids[row * k..(row + 1) * k] == want_routing.expert_ids[row * k..(row + 1) * k])
+                .collect();
             assert!(same.len() * 100 >= t * 99, "e={e} k={k} t={t}: {} of {t} rows routed differently", t - same.len());
             assert!(!routing.expert_ids.contains(&0), "starved expert 0 was selected");
             let pick = |v: &[f32]| same.iter().flat_map(|&row| v[row * h..(row + 1) * h].to_vec()).collect::<Vec<f32>>();

@@ -110,7 +110,8 @@ fn op_linear_with_bias_accumulates() {
     let (n, k) = (96, 64);
     for t in ROWS {
         let mut r = rng(40 + t as u64);
-        let (x, w, b, c0) = (rand_bf16(&mut r, t * k, 1.0), rand_bf16(&mut r, n * k, 0.2), rand_bf16(&mut r, n, 0.5), rand_bf16(&mut r, t * n, 1.0));
+        let (x, w, b, c0) =
+            (rand_bf16(&mut r, t * k, 1.0), rand_bf16(&mut r, n * k, 0.2), rand_bf16(&mut r, n, 0.5), rand_bf16(&mut r, t * n, 1.0));
         let lin = Linear::upload(&d, &Tensor::from_f32(w.clone(), vec![n, k]).unwrap(), Some(&b)).unwrap();
         let mut acc = up(&d, &to_bf16(&c0));
         lin.forward(&d, &up(&d, &to_bf16(&x)), &mut acc, true).unwrap();
@@ -157,7 +158,8 @@ fn op_silu_mul_add_and_to_f32() {
         ops::silu_mul(&d, &g_d.as_view(), &u_d.as_view(), &mut out.as_view_mut()).unwrap();
         check_nmse(&format!("silu_mul t={t}"), &down_bf16(&d, &out), &want, ONE_ROUNDING_NMSE);
         // The stacked [t, 2i] layout the dense FFN's single gate_up GEMM produces.
-        let gu: Vec<f32> = g.chunks_exact(inter).zip(u.chunks_exact(inter)).flat_map(|(a, b)| a.iter().chain(b).copied().collect::<Vec<_>>()).collect();
+        let gu: Vec<f32> =
+            g.chunks_exact(inter).zip(u.chunks_exact(inter)).flat_map(|(a, b)| a.iter().chain(b).copied().collect::<Vec<_>>()).collect();
         let mut fused = d.zeros::<bf16>(t * inter).unwrap();
         ops::silu_mul_fused(&d, &up(&d, &to_bf16(&gu)).as_view(), &mut fused.as_view_mut(), inter).unwrap();
         check_nmse(&format!("silu_mul_fused t={t}"), &down_bf16(&d, &fused), &want, ONE_ROUNDING_NMSE);
@@ -176,7 +178,8 @@ fn op_silu_mul_add_and_to_f32() {
 fn route_both(d: &CudaDevice, logits: &[f32], bias: &[f32], e: usize, k: usize, tag: &str) -> Vec<u32> {
     let t = logits.len() / e;
     let (mut ids, mut w) = (d.zeros::<u32>(t * k).unwrap(), d.zeros::<f32>(t * k).unwrap());
-    ops::route_logits(d, &up(d, logits).as_view(), e, k, &up(d, bias).as_view(), 1e-12, &mut ids.as_view_mut(), &mut w.as_view_mut()).unwrap();
+    ops::route_logits(d, &up(d, logits).as_view(), e, k, &up(d, bias).as_view(), 1e-12, &mut ids.as_view_mut(), &mut w.as_view_mut())
+        .unwrap();
     let (ids, w) = (d.download(&ids).unwrap(), d.download(&w).unwrap());
     let want = route_logits(logits, e, k, Some(bias), 1e-12).unwrap();
     let mut ties = 0;
@@ -193,7 +196,8 @@ fn route_both(d: &CudaDevice, logits: &[f32], bias: &[f32], e: usize, k: usize, 
         ernie_runtime::ops::softmax_in_place(&mut p);
         let score: Vec<f32> = p.iter().zip(bias).map(|(a, b)| a + b).collect();
         let kth = score[want.expert_ids[r.end - 1] as usize];
-        let next = (0..e).filter(|x| !want.expert_ids[r.clone()].contains(&(*x as u32))).map(|x| score[x]).fold(f32::NEG_INFINITY, f32::max);
+        let next =
+            (0..e).filter(|x| !want.expert_ids[r.clone()].contains(&(*x as u32))).map(|x| score[x]).fold(f32::NEG_INFINITY, f32::max);
         assert!((kth - next).abs() <= TIE_EPS, "{tag}: row {row} ids {:?} vs CPU {:?}", &ids[r.clone()], &want.expert_ids[r]);
         ties += 1;
     }
@@ -218,9 +222,20 @@ fn op_route_logits_and_moe_align() {
             // is unspecified on the GPU), padding = the pair count.
             let plan = ernie_runtime::cuda::kernels::MoePlan::new(t, k, e).unwrap();
             let bm = plan.tile.block_m as usize;
-            let (mut sorted, mut tiles, mut n_pad) = (d.zeros::<u32>(plan.capacity).unwrap(), d.zeros::<u32>(plan.n_tiles).unwrap(), d.zeros::<u32>(1).unwrap());
-            ops::moe_align(&d, &up(&d, &ids).as_view(), e, bm, &mut sorted.as_view_mut(), &mut tiles.as_view_mut(), &mut n_pad.as_view_mut()).unwrap();
-            let (sorted, tiles, n_pad) = (d.download(&sorted).unwrap(), d.download(&tiles).unwrap(), d.download(&n_pad).unwrap()[0] as usize);
+            let (mut sorted, mut tiles, mut n_pad) =
+                (d.zeros::<u32>(plan.capacity).unwrap(), d.zeros::<u32>(plan.n_tiles).unwrap(), d.zeros::<u32>(1).unwrap());
+            ops::moe_align(
+                &d,
+                &up(&d, &ids).as_view(),
+                e,
+                bm,
+                &mut sorted.as_view_mut(),
+                &mut tiles.as_view_mut(),
+                &mut n_pad.as_view_mut(),
+            )
+            .unwrap();
+            let (sorted, tiles, n_pad) =
+                (d.download(&sorted).unwrap(), d.download(&tiles).unwrap(), d.download(&n_pad).unwrap()[0] as usize);
             let routing = ernie_runtime::moe::Routing { top_k: k, expert_ids: ids.clone(), weights: vec![0.0; ids.len()] };
             let groups = group_by_expert(&routing, e);
             let mut got: Vec<Vec<u32>> = vec![Vec::new(); e];

@@ -163,19 +163,28 @@ def audio_goldens():
                       "waveform": "chirp_0.5s", "shape": list(m.shape), "first_frames": 60,
                       "mel_first_frames_f32_b64": b64_f32(m[:, :60]),
                       "mean": r(m.astype(np.float64).mean(), 9), "min": r(m.min(), 9), "max": r(m.max(), 9)})
-    # Per-file decoder facts.
+    # Per-file decoder facts (PyAV = FFmpeg 8), including the edge-case WAVs; files PyAV refuses
+    # are recorded with its error.
     files = []
-    for name in sorted(os.listdir(os.path.join(MEDIA, "audio"))):
-        path = os.path.join(MEDIA, "audio", name)
-        if not os.path.isfile(path):
-            continue
-        pcm, sr, codec, fmt = decode_pyav(path)
-        scale = {np.dtype("int16"): 2.0 ** 15, np.dtype("int32"): 2.0 ** 31}.get(pcm.dtype, 1.0)
-        mono = (pcm.astype(np.float64) / scale).mean(axis=0)
-        entry = {"file": "audio/" + name, "sample_rate": sr, "channels": int(pcm.shape[0]),
-                 "frames": int(pcm.shape[1]), "codec": codec, "sample_format": fmt,
-                 "mono_rms": r(np.sqrt((mono ** 2).mean()), 7), "mono_mean_abs": r(np.abs(mono).mean(), 7)}
-        files.append(entry)
+    for sub in ("", "edge_wav/"):
+        for name in sorted(os.listdir(os.path.join(MEDIA, "audio", sub))):
+            path = os.path.join(MEDIA, "audio", sub, name)
+            if not os.path.isfile(path) or name.endswith(".txt"):
+                continue
+            try:
+                pcm, sr, codec, fmt = decode_pyav(path)
+            except Exception as e:  # noqa: BLE001 - recorded, not hidden
+                files.append({"file": "audio/" + sub + name, "pyav_error": type(e).__name__})
+                continue
+            if pcm.dtype == np.uint8:
+                mono = ((pcm.astype(np.float64) - 128.0) / 128.0).mean(axis=0)
+            else:
+                scale = {np.dtype("int16"): 2.0 ** 15, np.dtype("int32"): 2.0 ** 31}.get(pcm.dtype, 1.0)
+                mono = (pcm.astype(np.float64) / scale).mean(axis=0)
+            files.append({"file": "audio/" + sub + name, "sample_rate": sr, "channels": int(pcm.shape[0]),
+                          "frames": int(pcm.shape[1]), "codec": codec, "sample_format": fmt,
+                          "mono_rms": r(np.sqrt((mono ** 2).mean()), 7),
+                          "mono_mean_abs": r(np.abs(mono).mean(), 7)})
     return {"waveforms_f32_b64": {k: b64_f32(v) for k, v in waves.items()}, "mel_cases": cases,
             "decoded_files": files}
 

@@ -3,12 +3,16 @@
 //! Every cap is checked as early as the information exists, so a hostile file is refused before
 //! the expensive step:
 //!
-//! | cap                 | checked where                                              | default |
-//! |---------------------|------------------------------------------------------------|---------|
-//! | `max_file_bytes`    | file metadata, before reading (and again while reading)     | 256 MiB |
+//! | cap                 | checked where                                               | default     |
+//! |---------------------|-------------------------------------------------------------|-------------|
+//! | `max_file_bytes`    | file metadata, before reading (and again while reading)     | 256 MiB     |
 //! | `max_pixels`        | image / frame header (width × height), before pixel decode  | 178,956,970 |
-//! | `max_frames`        | video stream header / frame count, before decoding frames   | 36,000  |
-//! | `max_audio_seconds` | audio stream header (n_frames / rate), before decoding      | 3,600 s |
+//! | `max_video_frames`  | video stream header / frame count, before decoding frames   | 36,000      |
+//! | `max_audio_seconds` | audio stream header (n_frames / rate), before decoding      | 3,600 s     |
+//!
+//! Shared by all modalities: images call [`Limits::read_file_capped`] and
+//! [`Limits::check_pixels`]; video adds [`Limits::check_video_frames`]; audio
+//! [`Limits::check_audio_seconds`].
 //!
 //! `max_pixels` defaults to Pillow's own decompression-bomb threshold (`2 *
 //! Image.MAX_IMAGE_PIXELS` = 2 × 89,478,485, where `Image.open` raises
@@ -40,7 +44,7 @@ pub struct Limits {
     /// Largest accepted image / video frame, in pixels (width × height), judged from the header.
     pub max_pixels: u64,
     /// Most frames a video may declare or yield.
-    pub max_frames: u64,
+    pub max_video_frames: u64,
     /// Longest accepted audio clip, in seconds.
     pub max_audio_seconds: f64,
 }
@@ -54,7 +58,7 @@ impl Default for Limits {
         Limits {
             max_file_bytes: 256 << 20,
             max_pixels: 2 * PILLOW_MAX_IMAGE_PIXELS,
-            max_frames: 36_000,
+            max_video_frames: 36_000,
             max_audio_seconds: 3_600.0,
         }
     }
@@ -64,7 +68,7 @@ impl Limits {
     /// No practical limits (tests, trusted inputs). Still never panics on huge headers: the
     /// decoders' own allocation checks remain.
     pub fn unlimited() -> Self {
-        Limits { max_file_bytes: u64::MAX, max_pixels: u64::MAX, max_frames: u64::MAX, max_audio_seconds: f64::INFINITY }
+        Limits { max_file_bytes: u64::MAX, max_pixels: u64::MAX, max_video_frames: u64::MAX, max_audio_seconds: f64::INFINITY }
     }
 
     /// Errors with [`Error::LimitExceeded`] if `bytes > max_file_bytes`.
@@ -79,9 +83,9 @@ impl Limits {
         check(path, WHAT_PIXELS, pixels as f64, self.max_pixels as f64)
     }
 
-    /// Errors with [`Error::LimitExceeded`] if `frames > max_frames`.
+    /// Errors with [`Error::LimitExceeded`] if `frames > max_video_frames`.
     pub fn check_video_frames(&self, path: &Path, frames: u64) -> Result<()> {
-        check(path, WHAT_FRAMES, frames as f64, self.max_frames as f64)
+        check(path, WHAT_FRAMES, frames as f64, self.max_video_frames as f64)
     }
 
     /// Errors with [`Error::LimitExceeded`] if `seconds > max_audio_seconds` (NaN is refused too).

@@ -546,7 +546,27 @@ pub fn build_stream(tok: &TextTokenizer, prompt: &StreamPrompt, media: Vec<Media
         }
     }
     queue.check_all_used()?;
-    let (segments, modality) = b.finish(tok, trusted)?;
+    let (segments, mut modality) = b.finish(tok, trusted)?;
+    if trusted {
+        // A raw prompt may spell media start / end tokens itself: route them by id, as HF's
+        // `create_moe_mm_token_type_ids` does.
+        let by_id: Vec<(u32, u8)> = MediaKind::ALL
+            .iter()
+            .filter_map(|&k| media_tokens(tok, k, cfg.video_placeholder).ok().map(|t| (k, t)))
+            .flat_map(|(k, t)| [(t.start, k.modality_id()), (t.end, k.modality_id())])
+            .collect();
+        let mut i = 0;
+        for seg in &segments {
+            if let Segment::Text { ids } = seg {
+                for (id, m) in ids.iter().zip(&mut modality[i..]) {
+                    if let Some(&(_, k)) = by_id.iter().find(|(t, _)| t == id) {
+                        *m = k;
+                    }
+                }
+            }
+            i += seg.n_tokens();
+        }
+    }
     let input_ids: Vec<u32> = segments
         .iter()
         .flat_map(|s| -> Box<dyn Iterator<Item = u32> + '_> {

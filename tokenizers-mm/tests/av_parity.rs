@@ -10,8 +10,9 @@
 //!   within [`MEL_ATOL`]; shapes equal (80 and 128 bins, short clips, 30 s padding);
 //! - the corpus FLAC decodes to exactly PyAV's int16 samples (checksums), so its mel is compared
 //!   the same way;
-//! - every corpus audio file: sample rate and channel count equal to PyAV's, sample count equal
-//!   (lossless) or within one codec frame (lossy: priming/padding handling), mono RMS close;
+//! - every corpus audio file, the edge-case WAVs included: sample rate and channel count equal to
+//!   PyAV's, sample count equal (lossless) or within two codec frames (lossy), mono RMS within 2 %;
+//!   the files FFmpeg refuses are refused too (except big-endian RIFX, which we decode);
 //! - video (with `ffmpeg`): frame count, fps, displayed size, frame indices, timestamp strings,
 //!   `video_grid_thw`, resized size and token count equal to the processor's (also with `fps=2`);
 //!   decoded frames (8×8 thumbnails, rotation applied) within [`THUMB_ATOL`] levels;
@@ -37,9 +38,10 @@ const MEL_ATOL: f32 = 2e-4;
 /// between Debian's FFmpeg in torchcodec and ffmpeg-next; measured 0 on the corpus).
 const THUMB_ATOL: f64 = 1.0;
 /// Timestamp overlay vs Pillow on a mid-grey frame (crop around the text): mean |Δ| per channel
-/// value and share of pixels more than 96 levels apart. Measured: see `overlay_close_to_pillow`.
-const OVERLAY_MEAN_ABS: f64 = 99.0;
-const OVERLAY_FAR_SHARE: f64 = 0.99;
+/// value, and share of pixels more than 96 levels apart. Measured (unhinted ab_glyph vs
+/// FreeType's autohinter): mean 3.4 (72 px text) … 20.5 (14 px text); far share 1.0 % … 7.3 %.
+const OVERLAY_MEAN_ABS: f64 = 24.0;
+const OVERLAY_FAR_SHARE: f64 = 0.09;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -142,8 +144,14 @@ fn corpus_audio_decodes_like_pyav() {
     let g = goldens();
     for f in g["audio"]["decoded_files"].as_array().unwrap() {
         let rel = f["file"].as_str().unwrap();
-        let dec = decode_audio_file(&media_dir().join(rel), &Limits::default())
-            .unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let res = decode_audio_file(&media_dir().join(rel), &Limits::default());
+        if let Some(why) = f["pyav_error"].as_str() {
+            // FFmpeg refuses these; we refuse the same broken ones and decode big-endian RIFX.
+            eprintln!("{rel}: PyAV {why}; ours: {}", res.as_ref().map_or_else(|e| e.to_string(), |d| format!("ok {}", d.codec)));
+            assert_eq!(res.is_ok(), rel.contains("float-be"), "{rel}");
+            continue;
+        }
+        let dec = res.unwrap_or_else(|e| panic!("{rel}: {e}"));
         assert_eq!(u64::from(dec.sample_rate), f["sample_rate"].as_u64().unwrap(), "{rel}: rate");
         assert_eq!(dec.channels as u64, f["channels"].as_u64().unwrap(), "{rel}: channels");
         let want = f["frames"].as_u64().unwrap() as i64;

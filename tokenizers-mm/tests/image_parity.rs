@@ -193,7 +193,7 @@ fn corpus_images_match_the_reference_processor() {
         let file = media_dir().join(case["file"].as_str().unwrap());
         let proc = processor_for(case);
         let decoded = decode_image_file(&file, &proc.limits, proc.alpha).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(u8::from(decoded.exif_orientation), case["exif_orientation"].as_u64().unwrap() as u8, "{}", file.display());
+        assert_eq!(decoded.exif_orientation, case["exif_orientation"].as_u64().unwrap() as u8, "{}", file.display());
         // JPEG pixels are exact only through libjpeg-turbo (feature `turbojpeg`).
         let exact = decoded.format != "jpeg" || decoded.decoder == DecoderUsed::TurboJpeg;
         rows.push(check_case(case, &decoded.rgb, &proc, exact));
@@ -366,6 +366,25 @@ fn decompression_bomb_is_refused_from_the_header() {
     assert!(matches!(p.process_file(&file), Err(Error::LimitExceeded { what: "decoded pixels", .. })));
     p.limits.max_pixels = 600 * 400;
     assert!(p.process_file(&file).is_ok());
+}
+
+/// What Pillow accepts: libjpeg warnings such as junk bytes before a marker are ignored, but a
+/// JPEG cut short (or missing its EOI marker) raises "image file is truncated".
+#[test]
+fn jpeg_truncation_and_warnings_follow_pillow() {
+    let file = media_dir().join("images/rocket_exif_orient6_427x640.jpg");
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(&bytes[bytes.len() - 2..], &[0xFF, 0xD9]);
+    let lim = Limits::default();
+    let clean = tokenizers_mm::image::decode_image_bytes(&bytes, &file, &lim, AlphaMode::default()).unwrap();
+    let mut junk = bytes[..bytes.len() - 2].to_vec();
+    junk.extend_from_slice(&[0x12, 0x34, 0x56, 0xFF, 0xD9]);
+    let j = tokenizers_mm::image::decode_image_bytes(&junk, Path::new("junk.jpg"), &lim, AlphaMode::default()).unwrap();
+    assert!(j.rgb == clean.rgb, "extraneous bytes before EOI must not change the pixels");
+    for (what, cut) in [("3/4", bytes[..bytes.len() * 3 / 4].to_vec()), ("no EOI", bytes[..bytes.len() - 2].to_vec())] {
+        let e = tokenizers_mm::image::decode_image_bytes(&cut, Path::new("cut.jpg"), &lim, AlphaMode::default()).unwrap_err();
+        assert!(matches!(e, Error::ImageDecode { .. }) && e.to_string().contains("truncated"), "{what}: {e}");
+    }
 }
 
 #[test]

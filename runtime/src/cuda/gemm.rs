@@ -53,27 +53,32 @@ unsafe fn gemm_ex(
 ) -> Result<()> {
     let alpha = 1.0f32;
     let op_a = if trans_a { sys::cublasOperation_t::CUBLAS_OP_T } else { sys::cublasOperation_t::CUBLAS_OP_N };
-    cublas::gemm_ex(
-        *dev.blas().handle(),
-        op_a,
-        sys::cublasOperation_t::CUBLAS_OP_N,
-        m,
-        n,
-        k,
-        (&alpha) as *const f32 as *const c_void,
-        a as *const c_void,
-        a_type,
-        lda,
-        b as *const c_void,
-        b_type,
-        ldb,
-        (&beta) as *const f32 as *const c_void,
-        c as *mut c_void,
-        c_type,
-        ldc,
-        sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-        sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-    )
+    // SAFETY: the caller guarantees the pointers and dimensions (see `# Safety`); alpha and beta
+    // are f32 on the host, as CUBLAS_COMPUTE_32F with the default host pointer mode requires; the
+    // handle is this device's and is bound to its stream.
+    unsafe {
+        cublas::gemm_ex(
+            *dev.blas().handle(),
+            op_a,
+            sys::cublasOperation_t::CUBLAS_OP_N,
+            m,
+            n,
+            k,
+            (&alpha) as *const f32 as *const c_void,
+            a as *const c_void,
+            a_type,
+            lda,
+            b as *const c_void,
+            b_type,
+            ldb,
+            (&beta) as *const f32 as *const c_void,
+            c as *mut c_void,
+            c_type,
+            ldc,
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
     .map_err(cuda_err("cublasGemmEx"))
 }
 
@@ -130,7 +135,12 @@ where
 
 /// `out[r, :] (+)= bias` for every row r of `out` (`[t, n]`, `bias` `[n]` bf16): a rank-1 GEMM
 /// `bias[n, 1] · ones[1, t]`. Errors as [`matmul_xwt`].
-pub fn add_bias_rows<O: GemmElem, Y: DevicePtrMut<O>>(dev: &CudaDevice, bias: &CudaSlice<bf16>, out: &mut Y, accumulate: bool) -> Result<()> {
+pub fn add_bias_rows<O: GemmElem, Y: DevicePtrMut<O>>(
+    dev: &CudaDevice,
+    bias: &CudaSlice<bf16>,
+    out: &mut Y,
+    accumulate: bool,
+) -> Result<()> {
     const OP: &str = "cuda::add_bias_rows";
     let n = bias.len();
     if n == 0 || out.len() % n != 0 {
@@ -190,7 +200,11 @@ impl Linear {
         };
         let with_bias = parts.iter().filter(|(_, b)| b.is_some()).count();
         if with_bias != 0 && with_bias != parts.len() {
-            return Err(Error::ShapeMismatch { op: OP, expected: "a bias on every stacked part or none".into(), got: format!("{with_bias} of {}", parts.len()) });
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                expected: "a bias on every stacked part or none".into(),
+                got: format!("{with_bias} of {}", parts.len()),
+            });
         }
         let mut host: Vec<bf16> = Vec::new();
         let mut bias: Vec<bf16> = Vec::new();

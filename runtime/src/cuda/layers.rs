@@ -23,15 +23,21 @@ use crate::{Error, Result};
 /// `s[range]` as a view, or a shape error instead of cudarc's panic.
 pub(crate) fn view<T>(s: &CudaSlice<T>, range: Range<usize>) -> Result<CudaView<'_, T>> {
     let (start, end, len) = (range.start, range.end, s.len());
-    s.try_slice(range)
-        .ok_or_else(|| Error::ShapeMismatch { op: "cuda view", expected: format!("{start}..{end} within {len}"), got: format!("{len} elements") })
+    s.try_slice(range).ok_or_else(|| Error::ShapeMismatch {
+        op: "cuda view",
+        expected: format!("{start}..{end} within {len}"),
+        got: format!("{len} elements"),
+    })
 }
 
 /// `s[range]` as a mutable view; see [`view`].
 pub(crate) fn view_mut<T>(s: &mut CudaSlice<T>, range: Range<usize>) -> Result<CudaViewMut<'_, T>> {
     let (start, end, len) = (range.start, range.end, s.len());
-    s.try_slice_mut(range)
-        .ok_or_else(|| Error::ShapeMismatch { op: "cuda view", expected: format!("{start}..{end} within {len}"), got: format!("{len} elements") })
+    s.try_slice_mut(range).ok_or_else(|| Error::ShapeMismatch {
+        op: "cuda view",
+        expected: format!("{start}..{end} within {len}"),
+        got: format!("{len} elements"),
+    })
 }
 
 /// Per-token sizes a [`Scratch`] serves.
@@ -100,7 +106,11 @@ impl Scratch {
     pub fn new(dev: &CudaDevice, dims: ScratchDims, t_cap: usize) -> Result<Scratch> {
         let d = dims;
         let n = |a: usize, b: usize| {
-            a.checked_mul(b).ok_or_else(|| Error::ShapeMismatch { op: "cuda::Scratch", expected: "sizes within usize".into(), got: format!("{a} x {b}") })
+            a.checked_mul(b).ok_or_else(|| Error::ShapeMismatch {
+                op: "cuda::Scratch",
+                expected: "sizes within usize".into(),
+                got: format!("{a} x {b}"),
+            })
         };
         // cuMemAlloc refuses 0 bytes: every buffer gets at least one element.
         fn z<T: DeviceRepr + ValidAsZeroBits>(dev: &CudaDevice, len: usize) -> Result<CudaSlice<T>> {
@@ -171,7 +181,15 @@ impl GpuSwiGlu {
 
     /// `x` `[t, h]` → `out` `[t, h]` (added onto `out` with `accumulate`); `gate_up` `[t, 2i]` and
     /// `act` `[t, i]` are scratch. Errors: shape mismatches, [`Error::Cuda`].
-    pub fn forward(&self, dev: &CudaDevice, x: &CudaView<'_, bf16>, gate_up: &mut CudaViewMut<'_, bf16>, act: &mut CudaViewMut<'_, bf16>, out: &mut CudaViewMut<'_, bf16>, accumulate: bool) -> Result<()> {
+    pub fn forward(
+        &self,
+        dev: &CudaDevice,
+        x: &CudaView<'_, bf16>,
+        gate_up: &mut CudaViewMut<'_, bf16>,
+        act: &mut CudaViewMut<'_, bf16>,
+        out: &mut CudaViewMut<'_, bf16>,
+        accumulate: bool,
+    ) -> Result<()> {
         self.gate_up.forward(dev, x, gate_up, false)?; // [t, 2i]
         ops::silu_mul_fused(dev, &gate_up.as_view(), act, self.inter)?; // [t, i]
         self.down.forward(dev, &act.as_view(), out, accumulate) // [t, h]
@@ -231,7 +249,8 @@ impl GpuAttention {
         {
             let mut k_rows = view_mut(&mut kv.k, rows.clone())?; // [t, n_kv_heads, hd] in the cache
             self.k.forward(dev, x, &mut k_rows, false)?;
-            ops::rope_interleaved(dev, &mut k_rows, self.n_kv_heads, hd, positions, theta)?; // k_rope
+            ops::rope_interleaved(dev, &mut k_rows, self.n_kv_heads, hd, positions, theta)?;
+            // k_rope
         }
         self.v.forward(dev, x, &mut view_mut(&mut kv.v, rows)?, false)?;
         let dims = AttentionDims {
@@ -337,7 +356,8 @@ impl GpuMoe {
             &mut view_mut(&mut s.expert_ids, 0..plan.n_tiles)?,
             &mut view_mut(&mut s.n_padded, 0..1)?,
         )?;
-        let (sorted, tiles, n_padded) = (view(&s.sorted_ids, 0..plan.capacity)?, view(&s.expert_ids, 0..plan.n_tiles)?, view(&s.n_padded, 0..1)?);
+        let (sorted, tiles, n_padded) =
+            (view(&s.sorted_ids, 0..plan.capacity)?, view(&s.expert_ids, 0..plan.n_tiles)?, view(&s.n_padded, 0..1)?);
         let rows = AlignedRows { sorted_ids: &sorted, expert_ids: &tiles, n_padded: &n_padded };
         let dims = GemmDims { plan, hidden: h, inter: i };
         let mut act = view_mut(&mut s.moe_act, 0..plan.n_pairs * i)?; // [t*k, i]
@@ -349,7 +369,14 @@ impl GpuMoe {
             Some(shared) => {
                 let si = shared.inter;
                 let mut shared_out = view_mut(&mut s.ffn_out, 0..t * h)?;
-                shared.forward(dev, &x, &mut view_mut(&mut s.ffn_gate_up, 0..t * 2 * si)?, &mut view_mut(&mut s.ffn_act, 0..t * si)?, &mut shared_out, false)?;
+                shared.forward(
+                    dev,
+                    &x,
+                    &mut view_mut(&mut s.ffn_gate_up, 0..t * 2 * si)?,
+                    &mut view_mut(&mut s.ffn_act, 0..t * si)?,
+                    &mut shared_out,
+                    false,
+                )?;
                 ops::moe_reduce(dev, &slot.as_view(), Some(&shared_out.as_view()), &mut out, k, h)?;
             }
             None => ops::moe_reduce(dev, &slot.as_view(), None, &mut out, k, h)?,

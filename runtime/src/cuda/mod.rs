@@ -87,9 +87,7 @@ impl CudaDevice {
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".to_string());
         ernie_kernels::ensure_library(CudaLibrary::Cublas).map_err(|e| unavailable(e.to_string()))?;
         let kernels = Kernels::new(&ctx).map_err(|e| match e {
-            ernie_kernels::Error::CudaUnavailable { .. } | ernie_kernels::Error::UnsupportedArch { .. } => {
-                unavailable(e.to_string())
-            }
+            ernie_kernels::Error::CudaUnavailable { .. } | ernie_kernels::Error::UnsupportedArch { .. } => unavailable(e.to_string()),
             other => cuda_err("loading kernels")(other),
         })?;
         let stream = ctx.default_stream();
@@ -141,7 +139,11 @@ impl CudaDevice {
     /// Copies a device buffer or view to the host (waits for the stream).
     /// Errors: [`Error::Cuda`], including any earlier asynchronous kernel fault.
     pub fn download<T: DeviceRepr, S: DevicePtr<T>>(&self, src: &S) -> Result<Vec<T>> {
-        self.inner.stream.clone_dtoh(src).map_err(cuda_err("download"))
+        let host = self.inner.stream.clone_dtoh(src).map_err(cuda_err("download"))?;
+        // A copy into pageable memory already waits, but say so explicitly: the Vec is complete
+        // and any fault of the queued kernels surfaces here, named.
+        self.synchronize()?;
+        Ok(host)
     }
 
     /// Waits for all queued work. Errors: [`Error::Cuda`] (an asynchronous kernel fault).

@@ -61,7 +61,10 @@ impl CudaModel {
     pub fn upload(model: &Transformer, dev: &CudaDevice) -> Result<CudaModel> {
         let cfg = model.cfg.clone();
         if cfg.head_dim > ernie_kernels::attention::MAX_HEAD_DIM {
-            return Err(Error::Config { key: "head_dim".into(), reason: format!("{} exceeds the CUDA attention kernel's 256", cfg.head_dim) });
+            return Err(Error::Config {
+                key: "head_dim".into(),
+                reason: format!("{} exceeds the CUDA attention kernel's 256", cfg.head_dim),
+            });
         }
         let embed_tokens = Arc::new(upload_bf16(dev, &model.embed_tokens)?);
         let lm_head = if cfg.tie_word_embeddings {
@@ -156,7 +159,13 @@ impl CudaModel {
                 theta,
                 &mut view_mut(&mut s.x, 0..t * h)?,
             )?; // x += attn_out
-            ops::rms_norm(d, &view(&s.x, 0..t * h)?, &layer.post_attention_layernorm.as_view(), eps, &mut view_mut(&mut s.normed, 0..t * h)?)?; // ffn_norm
+            ops::rms_norm(
+                d,
+                &view(&s.x, 0..t * h)?,
+                &layer.post_attention_layernorm.as_view(),
+                eps,
+                &mut view_mut(&mut s.normed, 0..t * h)?,
+            )?; // ffn_norm
             match &layer.mlp {
                 GpuMlp::Dense(m) => {
                     let i = m.inter;

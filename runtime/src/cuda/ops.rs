@@ -43,7 +43,11 @@ pub fn embedding(dev: &CudaDevice, table: In<bf16>, ids: In<u32>, out: Out<bf16>
 pub fn rms_norm(dev: &CudaDevice, x: In<bf16>, w: In<bf16>, eps: f32, out: Out<bf16>) -> Result<()> {
     let hidden = w.len();
     if hidden == 0 || x.len() % hidden != 0 {
-        return Err(Error::ShapeMismatch { op: "cuda::rms_norm", expected: format!("x [t, {hidden}]"), got: format!("{} elements", x.len()) });
+        return Err(Error::ShapeMismatch {
+            op: "cuda::rms_norm",
+            expected: format!("x [t, {hidden}]"),
+            got: format!("{} elements", x.len()),
+        });
     }
     let dims = NormDims { n_rows: x.len() / hidden, hidden, eps };
     dev.kernels().rms_norm(dev.stream(), x, w, out, dims).map_err(cuda_err("rms_norm"))
@@ -80,7 +84,16 @@ pub fn to_f32(dev: &CudaDevice, x: In<bf16>, out: Out<f32>) -> Result<()> {
 /// Softmax → top-k of `p + bias` (ties to the lower expert) → renormalise by
 /// `max(Σ p[sel], norm_min)`: logits `[t, e]` f32, bias `[e]` f32, ids / weights `[t, k]` out.
 #[allow(clippy::too_many_arguments)]
-pub fn route_logits(dev: &CudaDevice, logits: In<f32>, n_experts: usize, top_k: usize, bias: In<f32>, norm_min: f32, ids: Out<u32>, weights: Out<f32>) -> Result<()> {
+pub fn route_logits(
+    dev: &CudaDevice,
+    logits: In<f32>,
+    n_experts: usize,
+    top_k: usize,
+    bias: In<f32>,
+    norm_min: f32,
+    ids: Out<u32>,
+    weights: Out<f32>,
+) -> Result<()> {
     let n_tokens = logits.len().checked_div(n_experts).unwrap_or(0);
     let dims = RouteDims { n_tokens, n_experts, top_k };
     dev.kernels().moe_route(dev.stream(), logits, bias, ids, weights, dims, norm_min).map_err(cuda_err("route_logits"))
@@ -88,20 +101,43 @@ pub fn route_logits(dev: &CudaDevice, logits: In<f32>, n_experts: usize, top_k: 
 
 /// The aligned pair order of `moe_align`: `[capacity]` pair ids grouped by expert, `[tiles]` expert
 /// per tile, `[1]` padded row count. Sizes come from an [`ernie_kernels::MoePlan`].
-pub fn moe_align(dev: &CudaDevice, ids: In<u32>, n_experts: usize, block_m: usize, sorted: Out<u32>, expert_ids: Out<u32>, n_padded: Out<u32>) -> Result<()> {
+pub fn moe_align(
+    dev: &CudaDevice,
+    ids: In<u32>,
+    n_experts: usize,
+    block_m: usize,
+    sorted: Out<u32>,
+    expert_ids: Out<u32>,
+    n_padded: Out<u32>,
+) -> Result<()> {
     let dims = AlignDims { n_pairs: ids.len(), n_experts, block_m };
     dev.kernels().moe_align(dev.stream(), ids, sorted, expert_ids, n_padded, dims).map_err(cuda_err("moe_align"))
 }
 
 /// Grouped gate/up GEMM + SwiGLU: x `[t, h]`, w_gate_up `[e, 2i, h]` → act `[t*k, i]`.
-pub fn moe_gemm_swiglu(dev: &CudaDevice, x: In<bf16>, w_gate_up: In<bf16>, rows: &AlignedRows<'_, '_>, act: Out<bf16>, dims: GemmDims) -> Result<()> {
+pub fn moe_gemm_swiglu(
+    dev: &CudaDevice,
+    x: In<bf16>,
+    w_gate_up: In<bf16>,
+    rows: &AlignedRows<'_, '_>,
+    act: Out<bf16>,
+    dims: GemmDims,
+) -> Result<()> {
     dev.kernels().moe_gemm_swiglu(dev.stream(), x, w_gate_up, rows, act, dims).map_err(cuda_err("moe_gemm_swiglu"))
 }
 
 /// Grouped down GEMM scaled by the routing weight: act `[t*k, i]`, w_down `[e, h, i]` →
 /// slot `[t*k, h]`.
 #[allow(clippy::too_many_arguments)]
-pub fn moe_gemm_down(dev: &CudaDevice, act: In<bf16>, w_down: In<bf16>, rows: &AlignedRows<'_, '_>, weights: In<f32>, slot: Out<bf16>, dims: GemmDims) -> Result<()> {
+pub fn moe_gemm_down(
+    dev: &CudaDevice,
+    act: In<bf16>,
+    w_down: In<bf16>,
+    rows: &AlignedRows<'_, '_>,
+    weights: In<f32>,
+    slot: Out<bf16>,
+    dims: GemmDims,
+) -> Result<()> {
     dev.kernels().moe_gemm_down(dev.stream(), act, w_down, rows, weights, slot, dims).map_err(cuda_err("moe_gemm_down"))
 }
 

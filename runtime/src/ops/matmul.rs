@@ -140,7 +140,7 @@ fn upcast_rows(w: &Tensor, n0: usize, nb: usize, k: usize, dst: &mut [f32]) {
         Elems::F32(s) => dst.copy_from_slice(&s[r]),
         Elems::Bf16(s) => {
             for (d, v) in dst.iter_mut().zip(&s[r]) {
-                *d = f32::from_bits((v.to_bits() as u32) << 16);
+                *d = bf16_bits_to_f32(v.to_bits());
             }
         }
         Elems::F16(s) => {
@@ -200,16 +200,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             return unsafe { dot_avx2(a, b) };
         }
     }
-    dot_generic(a, b)
+    dot_generic(a, b, |v| v)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_generic(a, b)
-}
-
-/// `Σ a[i] · bf16(b[i])` with the bf16 → f32 upcast (a 16-bit shift) fused into the loop.
+/// `Σ a[i] · bf16(b[i])` with the bf16 → f32 upcast (a 16-bit shift) fused into the loop, so the
+/// weight row is streamed once.
 fn dot_bf16(a: &[f32], b: &[u16]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
@@ -218,47 +213,41 @@ fn dot_bf16(a: &[f32], b: &[u16]) -> f32 {
             return unsafe { dot_bf16_avx2(a, b) };
         }
     }
-    dot_bf16_generic(a, b)
+    dot_generic(a, b, bf16_bits_to_f32)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_generic(a, b, |v| v)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_bf16_avx2(a: &[f32], b: &[u16]) -> f32 {
-    dot_bf16_generic(a, b)
+    dot_generic(a, b, bf16_bits_to_f32)
 }
 
 #[inline(always)]
-fn dot_bf16_generic(a: &[f32], b: &[u16]) -> f32 {
+fn bf16_bits_to_f32(v: u16) -> f32 {
+    f32::from_bits((v as u32) << 16)
+}
+
+/// The shared loop: `Σ a[i] · load(b[i])` over 16 lanes plus a scalar tail.
+#[inline(always)]
+fn dot_generic<T: Copy>(a: &[f32], b: &[T], load: impl Fn(T) -> f32) -> f32 {
     const L: usize = 16;
     let mut acc = [0.0f32; L];
     let (a_main, a_tail) = a.split_at(a.len() / L * L);
     let (b_main, b_tail) = b.split_at(a_main.len());
     for (ca, cb) in a_main.chunks_exact(L).zip(b_main.chunks_exact(L)) {
         for i in 0..L {
-            acc[i] += ca[i] * f32::from_bits((cb[i] as u32) << 16);
+            acc[i] += ca[i] * load(cb[i]);
         }
     }
     let mut s = 0.0f32;
-    for (x, y) in a_tail.iter().zip(b_tail) {
-        s += x * f32::from_bits((*y as u32) << 16);
-    }
-    acc.iter().sum::<f32>() + s
-}
-
-#[inline(always)]
-fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
-    const L: usize = 16;
-    let mut acc = [0.0f32; L];
-    let (a_main, a_tail) = a.split_at(a.len() / L * L);
-    let (b_main, b_tail) = b.split_at(a_main.len());
-    for (ca, cb) in a_main.chunks_exact(L).zip(b_main.chunks_exact(L)) {
-        for i in 0..L {
-            acc[i] += ca[i] * cb[i];
-        }
-    }
-    let mut s = 0.0f32;
-    for (x, y) in a_tail.iter().zip(b_tail) {
-        s += x * y;
+    for (x, &y) in a_tail.iter().zip(b_tail) {
+        s += x * load(y);
     }
     acc.iter().sum::<f32>() + s
 }

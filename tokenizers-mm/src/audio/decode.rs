@@ -1,9 +1,11 @@
 //! Audio file → mono f32 samples at the file's own rate.
 //!
-//! Containers / codecs (Symphonia 0.6.1, pure Rust): WAV (PCM 8/16/24/32-bit, float 32/64,
-//! WAVE_FORMAT_EXTENSIBLE, A-law, µ-law, IMA/MS ADPCM), AIFF, FLAC, MP3 (ID3v2/Xing skipped),
-//! Ogg/Vorbis, AAC-LC in MP4/M4A (and ADTS). RF64/BW64 and big-endian RIFX WAVs, which Symphonia
-//! does not parse, go through the small reader in `wav.rs`.
+//! Containers / codecs: WAV — RIFF, RIFX (big-endian) and RF64/BW64 — with PCM 8/16/24/32-bit
+//! (any valid-bit count inside those containers), float 32/64, WAVE_FORMAT_EXTENSIBLE, A-law and
+//! µ-law through our reader (`wav.rs`); WAV ADPCM, AIFF, FLAC, MP3 (ID3v2/Xing skipped),
+//! Ogg/Vorbis and AAC-LC in MP4/M4A (and ADTS) through Symphonia 0.6.1 (pure Rust). Symphonia
+//! runs inside `catch_unwind`: a panic in a third-party demuxer on a corrupt file (0.6.1's RIFF
+//! reader has an unchecked multiply) becomes an [`Error::AudioDecode`], never a crash.
 //!
 //! Downmix: the arithmetic **mean of all channels** per frame, f32 — what the reference loaders do
 //! (`librosa.to_mono` = `np.mean(y, axis=0)`, used by transformers' `load_audio`; torchaudio
@@ -69,12 +71,26 @@ pub fn decode_audio_file(path: &Path, limits: &Limits) -> Result<DecodedAudio> {
 pub fn decode_audio_bytes(bytes: &[u8], path: &Path, limits: &Limits) -> Result<DecodedAudio> {
     let fail = |reason: String| Error::AudioDecode { path: path.to_path_buf(), reason };
     limits.check_file_bytes(path, bytes.len() as u64)?;
-    if wav::is_rf64_or_rifx(bytes) {
-        let header = wav::parse(bytes).map_err(fail)?;
-        limits.check_audio_seconds(path, header.n_frames as f64 / f64::from(header.sample_rate))?;
-        let pcm = wav::decode(bytes, &header).map_err(fail)?;
-        return finish(path, pcm.planes, pcm.sample_rate, pcm.codec, 0);
+    if wav::is_wav(bytes) {
+        match wav::parse(bytes) {
+            Ok(header) => {
+                limits.check_audio_seconds(path, header.n_frames as f64 / f64::from(header.sample_rate))?;
+                let pcm = wav::decode(bytes, &header).map_err(fail)?;
+                return finish(path, pcm.planes, pcm.sample_rate, pcm.codec, 0);
+            }
+            Err(wav::WavError::Malformed(reason)) => return Err(fail(format!("malformed WAV: {reason}"))),
+            Err(wav::WavError::Unsupported(_tag)) => {} // e.g. ADPCM (tag 2 / 0x11): Symphonia below
+        }
     }
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_symphonia(bytes, path, limits))) {
+        Ok(result) => result,
+        Err(_) => Err(fail("the decoder panicked on this input (corrupt stream)".into())),
+    }
+}
+
+/// The Symphonia path of [`decode_audio_bytes`].
+fn decode_symphonia(bytes: &[u8], path: &Path, limits: &Limits) -> Result<DecodedAudio> {
+    let fail = |reason: String| Error::AudioDecode { path: path.to_path_buf(), reason };
 
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {

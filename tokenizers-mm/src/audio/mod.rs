@@ -107,9 +107,9 @@ impl AudioInput {
 /// zero rate.
 ///
 /// Worked example (ERNIE 5.0, 12.5 Hz, 16 kHz → one token per 1280 samples = 80 ms = 8 mel
-/// frames): the corpus clip `alsa_front_center_48k_s16_mono.wav` has 68 640 samples at 48 kHz
-/// (1.43 s) → resampled to `ceil(68 640 · 16 000 / 48 000)` = 22 880 samples → 143 mel frames →
-/// `ceil(22 880 · 12.5 / 16 000)` = `ceil(17.875)` = **18 tokens**. A clip of exactly 2.0 s
+/// frames): the corpus clip `alsa_front_center_48k_s16_mono.wav` has 68 545 samples at 48 kHz
+/// (1.428 s) → resampled to `ceil(68 545 · 16 000 / 48 000)` = 22 849 samples → 142 mel frames →
+/// `ceil(22 849 · 12.5 / 16 000)` = `ceil(17.85)` = **18 tokens**. A clip of exactly 2.0 s
 /// (32 000 samples) costs exactly 25 tokens; one more sample costs 26.
 pub fn audio_token_count(n_samples: usize, sample_rate: u32, token_rate_hz: f64) -> usize {
     if n_samples == 0 || sample_rate == 0 || !(token_rate_hz > 0.0) || !token_rate_hz.is_finite() {
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn token_count_worked_example() {
-        assert_eq!(audio_token_count(22_880, 16_000, 12.5), 18);
+        assert_eq!(audio_token_count(22_849, 16_000, 12.5), 18);
         assert_eq!(audio_token_count(32_000, 16_000, 12.5), 25);
         assert_eq!(audio_token_count(32_001, 16_000, 12.5), 26);
         assert_eq!(audio_token_count(1, 16_000, 12.5), 1);

@@ -1,6 +1,9 @@
-//! A small WAV reader for the containers Symphonia 0.6 does not parse: **RF64 / BW64** (64-bit
-//! sizes in a `ds64` chunk) and big-endian **RIFX**. Plain little-endian `RIFF` files go through
-//! Symphonia (see `decode.rs`).
+//! Our WAV reader: `RIFF`, big-endian **RIFX** and **RF64 / BW64** (64-bit sizes in a `ds64`
+//! chunk), which Symphonia 0.6 does not parse. All WAVs come here first: owning the parser keeps
+//! header arithmetic checked (Symphonia 0.6.1's RIFF reader overflows on some corrupt headers),
+//! accepts what ffmpeg accepts (valid bits below the container width such as 20-in-24, 12-in-16,
+//! 5-in-8; µ-law with a short `fmt `) and decodes a truncated `data` chunk to its intact prefix.
+//! Formats it does not decode (ADPCM, …) are handed to Symphonia.
 //!
 //! Supported sample formats (`fmt ` tag, or the first two bytes of the extensible sub-format
 //! GUID): PCM 1 (8-bit unsigned, 16/24/32-bit signed, any `valid_bits` inside those containers),
@@ -20,9 +23,32 @@ pub(crate) struct WavPcm {
     pub codec: String,
 }
 
-/// Returns true when `bytes` start like an RF64/BW64 or RIFX file (this reader's job).
-pub(crate) fn is_rf64_or_rifx(bytes: &[u8]) -> bool {
-    matches!(bytes.get(0..4), Some(b"RF64") | Some(b"BW64") | Some(b"RIFX")) && bytes.get(8..12) == Some(b"WAVE")
+/// Returns true when `bytes` start like a WAV file of any of the three containers.
+pub(crate) fn is_wav(bytes: &[u8]) -> bool {
+    matches!(bytes.get(0..4), Some(b"RIFF") | Some(b"RF64") | Some(b"BW64") | Some(b"RIFX"))
+        && bytes.get(8..12) == Some(b"WAVE")
+}
+
+/// Why [`parse`] gave up.
+#[derive(Debug)]
+pub(crate) enum WavError {
+    /// Broken or inconsistent headers; the reason is for the user.
+    Malformed(String),
+    /// A well-formed file whose sample format this reader does not decode (format tag).
+    #[allow(dead_code)] // kept for debugging output (`{:?}`)
+    Unsupported(u16),
+}
+
+impl From<&str> for WavError {
+    fn from(s: &str) -> Self {
+        WavError::Malformed(s.to_string())
+    }
+}
+
+impl From<String> for WavError {
+    fn from(s: String) -> Self {
+        WavError::Malformed(s)
+    }
 }
 
 struct Rd<'a> {
@@ -69,10 +95,10 @@ pub(crate) struct WavHeader {
     pub sample_rate: u32,
 }
 
-/// Parses the chunk headers of an RF64/BW64/RIFX file held in memory.
+/// Parses the chunk headers of a RIFF/RIFX/RF64/BW64 WAV held in memory.
 ///
-/// Errors: `Err(reason)` with a human-readable reason; the caller wraps it with the path.
-pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<WavHeader, String> {
+/// Errors: [`WavError`]; the caller wraps the reason with the path.
+pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<WavHeader, WavError> {
     let be = bytes.get(0..4) == Some(b"RIFX");
     let r = Rd { b: bytes, be };
     let mut pos = 12usize;
@@ -115,7 +141,7 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<WavHeader, String> {
     let (tag, channels, rate, align, bits) = fmt.ok_or("no 'fmt ' chunk")?;
     let (offset, declared) = data.ok_or("no 'data' chunk")?;
     if channels == 0 || usize::from(channels) > super::decode::MAX_CHANNELS {
-        return Err(format!("{channels} channels"));
+        return Err(format!("{channels} channels").into());
     }
     if rate == 0 {
         return Err("sample rate 0".into());
@@ -125,7 +151,7 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<WavHeader, String> {
         3 => Kind::Float,
         6 => Kind::ALaw,
         7 => Kind::MuLaw,
-        t => return Err(format!("unsupported WAV format tag 0x{t:04x}")),
+        t => return Err(WavError::Unsupported(t)),
     };
     let ch = usize::from(channels);
     let width = if align > 0 && usize::from(align) % ch == 0 {
@@ -135,7 +161,7 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<WavHeader, String> {
     };
     match (kind, width) {
         (Kind::Pcm, 1..=4) | (Kind::Float, 4 | 8) | (Kind::ALaw | Kind::MuLaw, 1) => {}
-        _ => return Err(format!("unsupported sample width {width} bytes for format tag {tag}")),
+        _ => return Err(format!("unsupported sample width {width} bytes for format tag {tag}").into()),
     }
     let available = (bytes.len() - offset.min(bytes.len())) as u64;
     let frame_bytes = (width * ch) as u64;
@@ -252,7 +278,7 @@ mod tests {
         f.extend_from_slice(&u32::MAX.to_le_bytes());
         f.extend_from_slice(&16384i16.to_le_bytes());
         f.extend_from_slice(&(-32768i16).to_le_bytes());
-        assert!(is_rf64_or_rifx(&f));
+        assert!(is_wav(&f));
         let h = parse(&f).unwrap();
         assert_eq!((h.n_frames, h.sample_rate), (2, 8000));
         let pcm = decode(&f, &h).unwrap();

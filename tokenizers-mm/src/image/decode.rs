@@ -143,6 +143,9 @@ pub fn decode_image_bytes(bytes: &[u8], path: &Path, limits: &Limits, alpha: Alp
         return Ok(finish(rgb, format_name, source_color, orientation, DecoderUsed::TurboJpeg));
     }
 
+    if format == ImageFormat::Jpeg && !jpeg::has_eoi_after_scan(bytes) {
+        return Err(fail("image file is truncated (no end-of-image marker after the scan data)".into()));
+    }
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(image_crate_limits(limits));
     let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
@@ -259,10 +262,10 @@ pub fn composite_on_white(v: u8, a: u8) -> u8 {
 /// Worked example: orientation 6 ("rotate 90° CW to view") on a stored 427 (W) × 640 (H) image
 /// gives 640 × 427; the output's top-left pixel is the stored bottom-left one.
 pub fn apply_orientation(img: RgbImage, o: u8) -> RgbImage {
-    if !(2..=8).contains(&o) {
+    let (w, h) = (img.width as usize, img.height as usize);
+    if !(2..=8).contains(&o) || img.data.len() != w * h * 3 {
         return img;
     }
-    let (w, h) = (img.width as usize, img.height as usize);
     let swap = o >= 5;
     let (ow, oh) = if swap { (h, w) } else { (w, h) };
     let mut out = vec![0u8; w * h * 3];

@@ -54,11 +54,18 @@ fn is_sof(marker: u8) -> bool {
     matches!(marker, 0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF)
 }
 
-/// `(marker, payload)` of each length-carrying segment between SOI and SOS.
+/// `(marker, payload)` of each length-carrying segment between SOI and the first SOS.
 fn segments(jpeg: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    walk(jpeg).take_while(|&(m, _, _)| m != 0xDA && m != 0xD9).map(|(m, payload, _)| (m, payload))
+}
+
+/// `(marker, payload, offset after the segment)` from SOI up to and including the first SOS
+/// or EOI (whose payload is empty); stops at anything malformed. Never reads out of bounds.
+fn walk(jpeg: &[u8]) -> impl Iterator<Item = (u8, &[u8], usize)> {
     let mut pos = if jpeg.starts_with(&[0xFF, 0xD8]) { 2 } else { jpeg.len() };
+    let mut done = false;
     std::iter::from_fn(move || loop {
-        if jpeg.get(pos) != Some(&0xFF) {
+        if done || jpeg.get(pos) != Some(&0xFF) {
             return None;
         }
         while jpeg.get(pos) == Some(&0xFF) {
@@ -67,16 +74,27 @@ fn segments(jpeg: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
         let marker = *jpeg.get(pos)?;
         pos += 1;
         match marker {
-            0xD9 | 0xDA => return None, // EOI, SOS: metadata is over
+            0xD9 | 0xDA => {
+                done = true; // EOI, SOS: the header is over
+                return Some((marker, &jpeg[..0], pos));
+            }
             0x01 | 0xD0..=0xD7 => continue,
             _ => {
                 let len = usize::from(u16::from_be_bytes([*jpeg.get(pos)?, *jpeg.get(pos + 1)?]));
                 let payload = jpeg.get(pos + 2..pos + len.max(2))?;
                 pos += len.max(2);
-                return Some((marker, payload));
+                return Some((marker, payload, pos));
             }
         }
     })
+}
+
+/// Whether an EOI marker (FF D9) follows the first SOS — Pillow raises "image file is
+/// truncated" for a JPEG without one; zune-jpeg would silently fill the missing rows.
+/// (Inside entropy-coded data an FF byte is always stuffed as FF 00, so FF D9 there is a marker.)
+pub fn has_eoi_after_scan(jpeg: &[u8]) -> bool {
+    let Some((_, _, scan)) = walk(jpeg).find(|&(m, _, _)| m == 0xDA) else { return false };
+    jpeg.get(scan..).is_some_and(|rest| rest.windows(2).any(|w| w == [0xFF, 0xD9]))
 }
 
 /// EXIF orientation of a JPEG (1 when absent or unreadable).
@@ -86,37 +104,136 @@ pub fn jpeg_orientation(jpeg: &[u8]) -> u8 {
 
 /// Decode with libjpeg-turbo: `(stored-orientation RGB, source layout name, EXIF orientation)`.
 ///
-/// Errors: [`Error::LimitExceeded`] (pixels, from the header), [`Error::ImageDecode`] (any
-/// libjpeg error or warning, e.g. a truncated file — Pillow raises "image file is truncated"
-/// for those too).
+/// libjpeg *warnings* are told apart from fatal errors (TurboJPEG's `tjGetErrorCode`), to
+/// accept exactly what Pillow accepts: Pillow ignores libjpeg warnings such as "extraneous bytes
+/// before marker" (the pixels are complete) but raises "image file is truncated" when the data
+/// ends early — libjpeg's "Premature end of JPEG file" warning.
+///
+/// Errors: [`Error::LimitExceeded`] (pixels, from the header), [`Error::ImageDecode`] (a fatal
+/// libjpeg error, or a truncated file).
 #[cfg(feature = "turbojpeg")]
 pub(crate) fn decode_turbo(bytes: &[u8], path: &Path, limits: &Limits) -> Result<(RgbImage, &'static str, u8)> {
-    use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat};
-    let fail = |e: turbojpeg::Error| Error::ImageDecode { path: path.to_path_buf(), reason: format!("libjpeg-turbo: {e}") };
-    let mut dec = Decompressor::new().map_err(fail)?;
-    let header = dec.read_header(bytes).map_err(fail)?;
-    let (w, h) = (header.width, header.height);
+    use turbojpeg::raw;
+    let fail = |reason: String| Error::ImageDecode { path: path.to_path_buf(), reason: format!("libjpeg-turbo: {reason}") };
+    let mut tj = tj::Decompressor::new().ok_or_else(|| fail("cannot create a decompressor".into()))?;
+    let (w, h, colorspace) = tj.header(bytes).map_err(fail)?;
     limits.check_pixels(path, w as u64, h as u64)?;
     if w == 0 || h == 0 {
-        return Err(Error::ImageDecode { path: path.to_path_buf(), reason: format!("empty image ({w}x{h})") });
+        return Err(fail(format!("empty image ({w}x{h})")));
     }
-    let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
-    let (format, bpp, name) = match header.colorspace {
-        Colorspace::CMYK => (PixelFormat::CMYK, 4, "cmyk8"),
-        Colorspace::YCCK => (PixelFormat::CMYK, 4, "ycck8"),
-        Colorspace::Gray => (PixelFormat::RGB, 3, "l8"),
-        _ => (PixelFormat::RGB, 3, "rgb8"),
+    let cmyk = colorspace == raw::TJCS_TJCS_CMYK as i32 || colorspace == raw::TJCS_TJCS_YCCK as i32;
+    let name = match colorspace {
+        c if c == raw::TJCS_TJCS_CMYK as i32 => "cmyk8",
+        c if c == raw::TJCS_TJCS_YCCK as i32 => "ycck8",
+        c if c == raw::TJCS_TJCS_GRAY as i32 => "l8",
+        _ => "rgb8",
     };
-    let mut image = Image { pixels: vec![0u8; w * h * bpp], width: w, pitch: w * bpp, height: h, format };
-    dec.decompress(bytes, image.as_deref_mut()).map_err(fail)?;
-    let data = if cmyk {
-        image.pixels.chunks_exact(4).flat_map(|p| adobe_cmyk_to_rgb(p[0], p[1], p[2], p[3])).collect()
-    } else {
-        image.pixels
-    };
-    let rgb = RgbImage::from_raw(w as u32, h as u32, data)
-        .ok_or_else(|| Error::ImageDecode { path: path.to_path_buf(), reason: "short buffer".into() })?;
+    let (format, bpp) = if cmyk { (raw::TJPF_TJPF_CMYK, 4) } else { (raw::TJPF_TJPF_RGB, 3) };
+    let mut pixels = vec![0u8; w * h * bpp];
+    match tj.decompress(bytes, &mut pixels, w, h, format) {
+        Ok(()) => {}
+        Err(tj::Failure::Warning(msg)) if msg.contains("Premature end of JPEG file") => {
+            return Err(fail(format!("image file is truncated ({msg})")))
+        }
+        Err(tj::Failure::Warning(_)) => {} // complete pixels, as Pillow keeps them
+        Err(tj::Failure::Fatal(msg)) => return Err(fail(msg)),
+    }
+    let data = if cmyk { pixels.chunks_exact(4).flat_map(|p| adobe_cmyk_to_rgb(p[0], p[1], p[2], p[3])).collect() } else { pixels };
+    let rgb = RgbImage::from_raw(w as u32, h as u32, data).ok_or_else(|| fail("short buffer".into()))?;
     Ok((rgb, name, jpeg_orientation(bytes)))
+}
+
+/// A minimal safe wrapper over TurboJPEG 2's decompression calls (the `turbojpeg` crate's own
+/// wrapper reports warnings and fatal errors alike).
+#[cfg(feature = "turbojpeg")]
+mod tj {
+    use std::ffi::CStr;
+
+    use turbojpeg::{libc, raw};
+
+    /// How a TurboJPEG call failed (`tjGetErrorCode`).
+    pub(super) enum Failure {
+        /// `TJERR_WARNING`: libjpeg warned; the output is complete.
+        Warning(String),
+        /// `TJERR_FATAL`: nothing usable.
+        Fatal(String),
+    }
+
+    /// An owned `tjhandle` for decompression.
+    pub(super) struct Decompressor(raw::tjhandle);
+
+    impl Decompressor {
+        pub(super) fn new() -> Option<Self> {
+            // SAFETY: no preconditions; a null handle (allocation failure) is checked.
+            let h = unsafe { raw::tjInitDecompress() };
+            (!h.is_null()).then_some(Decompressor(h))
+        }
+
+        fn failure(&self) -> Failure {
+            // SAFETY: self.0 is a live handle; tjGetErrorStr2 returns a NUL-terminated string
+            // owned by the handle (or a static one), valid until the next call on it, and we
+            // copy it out immediately.
+            let (code, msg) = unsafe {
+                let msg = raw::tjGetErrorStr2(self.0);
+                let msg = if msg.is_null() { String::from("unknown error") } else { CStr::from_ptr(msg).to_string_lossy().into_owned() };
+                (raw::tjGetErrorCode(self.0), msg)
+            };
+            if code == raw::TJERR_TJERR_WARNING as i32 {
+                Failure::Warning(msg)
+            } else {
+                Failure::Fatal(msg)
+            }
+        }
+
+        /// `(width, height, TJCS colorspace)` from the header.
+        pub(super) fn header(&mut self, jpeg: &[u8]) -> Result<(usize, usize, i32), String> {
+            let (mut w, mut h, mut subsamp, mut cs): (libc::c_int, libc::c_int, libc::c_int, libc::c_int) = (0, 0, 0, 0);
+            let len = libc::c_ulong::try_from(jpeg.len()).map_err(|_| "file too large".to_string())?;
+            // SAFETY: the handle is live, `jpeg` is valid for `len` bytes, the out-pointers are
+            // valid locals.
+            let rc = unsafe { raw::tjDecompressHeader3(self.0, jpeg.as_ptr(), len, &mut w, &mut h, &mut subsamp, &mut cs) };
+            if rc != 0 {
+                return Err(match self.failure() {
+                    Failure::Warning(m) | Failure::Fatal(m) => m,
+                });
+            }
+            let (Ok(w), Ok(h)) = (usize::try_from(w), usize::try_from(h)) else {
+                return Err(format!("bad dimensions {w}x{h}"));
+            };
+            Ok((w, h, cs))
+        }
+
+        /// Decode into `out` (`w * h * bpp` bytes, rows packed) as TJPF `format`, no flags
+        /// (ISLOW IDCT, fancy upsampling: Pillow's defaults).
+        pub(super) fn decompress(&mut self, jpeg: &[u8], out: &mut [u8], w: usize, h: usize, format: i32) -> Result<(), Failure> {
+            let bpp = if format == raw::TJPF_TJPF_CMYK { 4 } else { 3 };
+            let too_big = || Failure::Fatal("dimensions overflow".into());
+            let len = libc::c_ulong::try_from(jpeg.len()).map_err(|_| too_big())?;
+            let (ci, pitch, hi) = (libc::c_int::try_from(w), libc::c_int::try_from(w * bpp), libc::c_int::try_from(h));
+            let (Ok(ci), Ok(pitch), Ok(hi)) = (ci, pitch, hi) else { return Err(too_big()) };
+            if out.len() < w * bpp * h {
+                return Err(too_big());
+            }
+            // SAFETY: the handle is live; `jpeg` is valid for `len` bytes; `out` holds at least
+            // pitch * h bytes (checked above) and TurboJPEG writes only `h` rows of `pitch` bytes
+            // for an image of these dimensions.
+            let rc = unsafe { raw::tjDecompress2(self.0, jpeg.as_ptr(), len, out.as_mut_ptr(), ci, pitch, hi, format, 0) };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(self.failure())
+            }
+        }
+    }
+
+    impl Drop for Decompressor {
+        fn drop(&mut self) {
+            // SAFETY: self.0 came from tjInitDecompress and is destroyed exactly once.
+            unsafe {
+                raw::tjDestroy(self.0);
+            }
+        }
+    }
 }
 
 #[cfg(not(feature = "turbojpeg"))]
@@ -136,6 +253,14 @@ mod tests {
         assert_eq!(adobe_cmyk_to_rgb(10, 200, 255, 0), [0, 0, 0]);
         // Full cyan (raw C = 0), no black: R = 0, G = B = 255.
         assert_eq!(adobe_cmyk_to_rgb(0, 255, 255, 255), [0, 255, 255]);
+    }
+
+    #[test]
+    fn truncation_rule() {
+        let scan = [0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02, 0x12, 0x34];
+        assert!(!has_eoi_after_scan(&scan));
+        assert!(has_eoi_after_scan(&[&scan[..], &[0xFF, 0xD9]].concat()));
+        assert!(!has_eoi_after_scan(&[0xFF, 0xD8, 0xFF, 0xD9]));
     }
 
     #[test]
