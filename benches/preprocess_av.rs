@@ -14,7 +14,7 @@
 //!
 //! Run: `cargo bench --bench preprocess_av [--features ffmpeg]`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tokenizers_mm::audio::{downmix_mean, resample, MelConfig, MelExtractor};
@@ -68,6 +68,8 @@ fn bench_audio(c: &mut Criterion) {
 
 #[cfg(feature = "ffmpeg")]
 fn bench_video(c: &mut Criterion) {
+    use std::time::Instant;
+
     use tokenizers_mm::video::{load_video, VideoConfig};
     use tokenizers_mm::Limits;
     let dir = match tempfile::tempdir() {

@@ -10,6 +10,14 @@
 //!   jinja environment) and tokenizes it without letting message content inject special ids.
 //! - [`TextTokenizer::decode`] and the streaming [`IncrementalDecoder`].
 //!
+//! Images and the stream (spec §3.2, §3.6-3.8, §1.4):
+//! - [`image::ImageProcessor`]: file → upright RGB8 (Pillow's mode rules, EXIF) → `smart_resize`
+//!   → Pillow's bicubic bit for bit → `pixel_values [n_patches, 588]` + `grid_thw`, as the HF
+//!   ERNIE-4.5-VL image processor (PIL backend); [`Limits`] caps every input first.
+//! - [`build_stream`]: a chat (or raw) prompt with `<image>` / `<video>` / `<audio>` markers plus
+//!   the preprocessed [`MediaItem`]s → [`TokenStream`]: segments, ids, per-token (t, h, w)
+//!   positions ([`PositionRule`]) and routing modality.
+//!
 //! ```no_run
 //! use tokenizers_mm::{ChatMessage, IncrementalDecoder, TextTokenizer};
 //! # fn main() -> tokenizers_mm::Result<()> {

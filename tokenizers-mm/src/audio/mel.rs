@@ -68,7 +68,7 @@ impl MelConfig {
         if self.n_mels == 0 || self.n_mels > 1024 {
             return bad("n_mels", "must be in 1..=1024");
         }
-        if self.sample_rate == 0 || !(self.f_max > 0.0) {
+        if self.sample_rate == 0 || self.f_max.is_nan() || self.f_max <= 0.0 {
             return bad("sample_rate/f_max", "must be > 0");
         }
         Ok(())

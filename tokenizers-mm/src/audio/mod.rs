@@ -112,7 +112,7 @@ impl AudioInput {
 /// `ceil(22 849 · 12.5 / 16 000)` = `ceil(17.85)` = **18 tokens**. A clip of exactly 2.0 s
 /// (32 000 samples) costs exactly 25 tokens; one more sample costs 26.
 pub fn audio_token_count(n_samples: usize, sample_rate: u32, token_rate_hz: f64) -> usize {
-    if n_samples == 0 || sample_rate == 0 || !(token_rate_hz > 0.0) || !token_rate_hz.is_finite() {
+    if n_samples == 0 || sample_rate == 0 || !token_rate_hz.is_finite() || token_rate_hz <= 0.0 {
         return 0;
     }
     let rate_mhz = (token_rate_hz * 1000.0).round() as u128;

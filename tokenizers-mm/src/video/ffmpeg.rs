@@ -225,14 +225,14 @@ impl FrameSink<'_> {
         let i = self.decoded;
         self.decoded += 1;
         if self.wanted.get(self.next) == Some(&i) {
-            let rgb = self.to_rgb(frame)?;
+            let rgb = self.convert_rgb(frame)?;
             (self.on_frame)(i, rotate_ccw(rgb, self.meta.rotation_deg))?;
             self.next += 1;
         }
         Ok(i >= self.last)
     }
 
-    fn to_rgb(&mut self, frame: &ff::frame::Video) -> Result<RgbImage> {
+    fn convert_rgb(&mut self, frame: &ff::frame::Video) -> Result<RgbImage> {
         let (w, h, fmt) = (frame.width(), frame.height(), frame.format());
         if w == 0 || h == 0 {
             return Err(fail(self.path, "decoded an empty frame"));

@@ -83,7 +83,7 @@ pub fn sample_frames(total_frames: usize, video_fps: f64, cfg: &SamplingConfig) 
         (None, fps) => {
             let n = match fps {
                 Some(fps) => {
-                    if !(video_fps > 0.0) || !video_fps.is_finite() || !(fps > 0.0) || !fps.is_finite() {
+                    if !video_fps.is_finite() || video_fps <= 0.0 || !fps.is_finite() || fps <= 0.0 {
                         return Err(bad(format!("cannot sample at {fps} fps from a {video_fps} fps video")));
                     }
                     total / video_fps * fps
@@ -97,7 +97,7 @@ pub fn sample_frames(total_frames: usize, video_fps: f64, cfg: &SamplingConfig) 
     if num_frames > total {
         return Err(bad(format!("num_frames {num_frames} exceeds the video's {total_frames} frames")));
     }
-    if !(num_frames > 0.0) {
+    if num_frames.is_nan() || num_frames <= 0.0 {
         return Err(bad("sampling would pick no frame (max_frames = 0?)".into()));
     }
     let step = total / num_frames;
