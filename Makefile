@@ -30,7 +30,7 @@ deps:
 # them), and the no-CUDA stub and its CLI error line.
 test: deps
 	eval "$$(scripts/cuda-toolchain.sh)" && ERNIE_REQUIRE_CUDA_TOOLCHAIN=1 $(CARGO) test --workspace $(FEATURES)
-	$(CARGO) check --workspace $(FEATURES) --benches
+	$(CARGO) test --workspace $(FEATURES) --benches --no-run
 	$(CARGO) test -p ernie-runtime --lib device && $(CARGO) test -p ernie --test device_cli
 
 build: deps
@@ -53,3 +53,12 @@ bench: build
 
 clippy:
 	$(CARGO) clippy --workspace $(FEATURES) --all-targets
+
+# Bounded fuzzing of the media decoders (not in CI): needs `cargo install cargo-fuzz --locked` and a
+# nightly toolchain. FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	mkdir -p fuzz/corpus/image_decode fuzz/corpus/audio_decode fuzz/corpus/wav_decode
+	cargo +nightly fuzz run --fuzz-dir fuzz --features turbojpeg image_decode fuzz/corpus/image_decode ../shared/media/images -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
+	cargo +nightly fuzz run --fuzz-dir fuzz audio_decode fuzz/corpus/audio_decode ../shared/media/audio ../shared/media/audio/edge_wav -- -max_total_time=$(FUZZ_SECONDS) -max_len=262144 -rss_limit_mb=2048
+	cargo +nightly fuzz run --fuzz-dir fuzz wav_decode fuzz/corpus/wav_decode -- -max_total_time=$(FUZZ_SECONDS)
