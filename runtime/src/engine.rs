@@ -31,6 +31,15 @@ pub struct GenerateRequest {
     pub max_new_tokens: usize,
 }
 
+impl GenerateRequest {
+    /// KV-cache positions a generation from a `prompt_len`-token prompt needs: the prompt plus
+    /// every generated token but the last (it is never fed back), capped at `max_positions`
+    /// (`max_position_embeddings`). Below `prompt_len` means the prompt does not fit.
+    pub fn cache_len(&self, prompt_len: usize, max_positions: usize) -> usize {
+        prompt_len.saturating_add(self.max_new_tokens.saturating_sub(1)).min(max_positions)
+    }
+}
+
 /// The result of [`Engine::generate`].
 #[derive(Clone, Debug)]
 pub struct Generation {

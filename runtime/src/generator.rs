@@ -55,8 +55,7 @@ impl Engine {
             return Err(Error::Request("the prompt is empty".into()));
         }
         let cfg = &self.model.cfg;
-        // As `generate`: the cache holds the prompt and every generated token but the last.
-        let max_seq = prompt_ids.len().saturating_add(req.max_new_tokens.saturating_sub(1)).min(cfg.max_position_embeddings);
+        let max_seq = req.cache_len(prompt_ids.len(), cfg.max_position_embeddings);
         if prompt_ids.len() > max_seq {
             return Err(Error::Request(format!(
                 "prompt of {} tokens leaves no room under max_position_embeddings {}",

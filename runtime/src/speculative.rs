@@ -192,7 +192,7 @@ impl Engine {
             _ => 1,
         };
         let cfg = &self.model.cfg;
-        let max_seq = prompt_ids.len().saturating_add(req.max_new_tokens.saturating_sub(1)).min(cfg.max_position_embeddings);
+        let max_seq = req.cache_len(prompt_ids.len(), cfg.max_position_embeddings);
         if prompt_ids.is_empty() || prompt_ids.len() > max_seq || req.max_new_tokens == 0 {
             return Ok((self.generate(prompt_ids, req, on_text)?, DraftStats::default()));
         }
