@@ -34,13 +34,29 @@ test: deps
 	$(CARGO) test -p ernie-runtime --lib device && $(CARGO) test -p ernie --test device_cli
 
 build: deps
-	$(CARGO) build --release --bin ernie
+	$(CARGO) build --release --bin ernie --features ffmpeg,turbojpeg
 
-DEMO_MODEL ?= tests/fixtures/moe-f32
+# The main job: captioning bundled public-domain / CC0 media (assets/media/ATTRIBUTION.md). With no
+# DEMO_MODEL, `ernie caption` uses its built-in demo checkpoint (the ERNIE-4.5-VL layout with
+# seeded random weights, created once in ~/.cache/ernie): the captions are gibberish by
+# construction. Point DEMO_MODEL at a real ERNIE-4.5-VL checkpoint for real captions.
+DEMO_MODEL ?=
+DEMO_OUT ?= demo-output
+ERNIE := $(CARGO_TARGET_DIR)/release/ernie
+CAPTION := $(ERNIE) caption $(if $(DEMO_MODEL),--model $(DEMO_MODEL)) --max-tokens 32
 demo: build
-	@echo "== ernie generate on the bundled tiny MoE checkpoint (random weights: the text is gibberish by design) =="
-	$(CARGO_TARGET_DIR)/release/ernie generate --model $(DEMO_MODEL) --prompt "Write a short poem about the sea." --max-tokens 24
-	$(CARGO_TARGET_DIR)/release/ernie generate --model $(DEMO_MODEL) --prompt "Write a short poem about the sea." --max-tokens 24 --format json
+	@mkdir -p $(DEMO_OUT)
+	@echo "== caption: astronaut (PD, NASA) =="
+	$(CAPTION) --image assets/media/astronaut_rgb_512x512.png
+	@echo "== caption: coffee (CC0) =="
+	$(CAPTION) --image assets/media/coffee_progressive_600x400.jpg
+	@echo "== caption: testsrc2 video (CC0), JSON output =="
+	$(CAPTION) --video assets/media/testsrc2_256x144_vp9_opus_15frames.webm --format json
+	@echo "== both images and the video in one prompt, with per-layer expert load by modality =="
+	$(CAPTION) --image assets/media/astronaut_rgb_512x512.png --image assets/media/coffee_progressive_600x400.jpg \
+		--video assets/media/testsrc2_256x144_vp9_opus_15frames.webm \
+		--prompt "Compare the two pictures and the video." --routing-stats $(DEMO_OUT)/routing.json
+	@echo "routing heatmap: $(DEMO_OUT)/routing.png (experts x layers, one panel per modality); load table: $(DEMO_OUT)/routing.json"
 
 BENCH_MODEL ?= $(HOME)/.cache/ernie-bench-21b-a3b-4layer
 # A venv outside the clone with numpy, for the benchmark checkpoint writer.

@@ -110,3 +110,76 @@ fn softmax_handles_all_masked_rows() {
     softmax_in_place(&mut r);
     assert_eq!(r, vec![0.5, 0.5]);
 }
+
+#[test]
+fn layer_norm_fast_equals_slow() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (t, d) = (9, 70);
+    let x: Vec<f32> = randv(&mut rng, t * d).iter().map(|v| v * 3.0 + 0.5).collect();
+    let (w, b) = (randv(&mut rng, d), randv(&mut rng, d));
+    let (mut a, mut s) = (vec![0.0; t * d], vec![0.0; t * d]);
+    layer_norm(&x, &w, &b, 1e-6, &mut a);
+    layer_norm_slow(&x, &w, &b, 1e-6, &mut s);
+    assert!(max_rel(&a, &s) < 1e-5, "{}", max_rel(&a, &s));
+}
+
+#[test]
+fn erf_and_gelu_match_reference_values() {
+    // Python's math.erf.
+    for (x, want) in [(0.0, 0.0), (0.5, 0.520_499_877_813_046_5), (1.0, 0.842_700_792_949_714_9), (-2.0, -0.995_322_265_018_952_7), (3.5, 0.999_999_256_901_627_7)] {
+        assert!((erf(x) - want).abs() < 2e-7, "erf({x}) = {} vs {want}", erf(x));
+    }
+    let mut g = vec![-3.0f32, -1.0, 0.0, 0.7, 2.5];
+    gelu_erf_in_place(&mut g);
+    // torch.nn.GELU()(tensor([-3., -1., 0., 0.7, 2.5])) in float32.
+    let want = [-0.004_049_867_4_f32, -0.158_655_29, 0.0, 0.530_625_46, 2.484_475_9];
+    for (a, b) in g.iter().zip(want) {
+        assert!((a - b).abs() < 2e-6, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn mrope_fast_equals_slow_and_collapses_to_1d_for_text() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let (nh, hd, theta) = (3, 16, 500_000.0f32);
+    let section = MropeSection { hw_pairs: 6, t_pairs: 2 };
+    let table = RopeTable::with_mrope(hd, theta, 64, section);
+    let pos: Vec<[u32; 3]> = vec![[0, 0, 0], [5, 5, 9], [5, 6, 7], [12, 40, 3], [63, 1, 62]];
+    let x = randv(&mut rng, pos.len() * nh * hd);
+    let (mut fast, mut slow) = (x.clone(), x.clone());
+    rope_apply(&mut fast, nh, RopePositions::ThreeD(&pos), &table).unwrap();
+    rope_mrope_slow(&mut slow, nh, hd, &pos, theta, section);
+    assert!(max_rel(&fast, &slow) < 1e-5);
+    // spec §5 (d): t = h = w = i is exactly 1-D RoPE.
+    let text: Vec<[u32; 3]> = (10..15).map(|i| [i, i, i]).collect();
+    let (mut a, mut b) = (x.clone(), x.clone());
+    rope_apply(&mut a, nh, RopePositions::ThreeD(&text), &table).unwrap();
+    rope_apply(&mut b, nh, RopePositions::Sequential(10), &RopeTable::new(hd, theta, 64)).unwrap();
+    assert_eq!(a, b);
+    // And the axes matter: swapping h and w changes pair 0 (h) and pair 1 (w) only.
+    let (mut hw, mut wh) = (x[..nh * hd].to_vec(), x[..nh * hd].to_vec());
+    rope_apply(&mut hw, nh, RopePositions::ThreeD(&[[1, 2, 3]]), &table).unwrap();
+    rope_apply(&mut wh, nh, RopePositions::ThreeD(&[[1, 3, 2]]), &table).unwrap();
+    assert_ne!(hw[..4], wh[..4]);
+    assert_eq!(hw[12..16], wh[12..16], "pairs 6, 7 use t");
+    // A 3-D position past the table is an error, not a panic.
+    assert!(rope_apply(&mut a, nh, RopePositions::ThreeD(&[[0, 64, 0]; 5]), &table).is_err());
+    assert!(rope_apply(&mut a, nh, RopePositions::ThreeD(&text), &RopeTable::new(hd, theta, 64)).is_err());
+}
+
+#[test]
+fn vision_rope_fast_equals_slow_and_pairs_halves() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let (nh, hd) = (2, 16);
+    let rc: Vec<[u32; 2]> = vec![[0, 0], [0, 1], [1, 0], [3, 7], [13, 2]];
+    let x = randv(&mut rng, rc.len() * nh * hd);
+    let (mut fast, mut slow) = (x.clone(), x.clone());
+    rope_vision(&mut fast, nh, hd, &rc, 10_000.0);
+    rope_vision_slow(&mut slow, nh, hd, &rc, 10_000.0);
+    assert!(max_rel(&fast, &slow) < 1e-5);
+    // Half-split pairing: at (row 1, col 0) lane 0 rotates with lane 8 by angle 1 (f_0 = 1).
+    let mut v = vec![0.0f32; hd];
+    v[0] = 1.0;
+    rope_vision(&mut v, 1, hd, &[[1, 0]], 10_000.0);
+    assert!((v[0] - 1f32.cos()).abs() < 1e-6 && (v[8] - 1f32.sin()).abs() < 1e-6 && v[1] == 0.0);
+}

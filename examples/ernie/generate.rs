@@ -107,15 +107,8 @@ pub fn run(args: Args) -> Result<()> {
     if drafts.drafted > 0 {
         eprintln!("MTP drafts: {} accepted of {} ({:.0}%)", drafts.accepted, drafts.drafted, 100.0 * drafts.accepted_fraction());
     }
-    if let Some(kib) = peak_rss_kib() {
+    if let Some(kib) = crate::peak_rss_kib() {
         eprintln!("peak RSS: {:.1} MiB", kib as f64 / 1024.0);
     }
     Ok(())
-}
-
-/// Peak resident set size of this process (`VmHWM` in /proc/self/status), KiB; None off Linux.
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -1,6 +1,7 @@
 //! `ernie`: the command-line front end. Each subcommand parses its arguments, calls the runtime's
 //! `Engine`, and prints; no model logic lives here.
 
+mod caption;
 mod generate;
 mod inspect;
 mod serve;
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ernie", version, about = "Run ERNIE 4.5 checkpoints (Hugging Face layout) on CPU")]
+#[command(name = "ernie", version, about = "Run ERNIE 4.5 and ERNIE-4.5-VL checkpoints (Hugging Face layout) on CPU")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,6 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Caption images and videos with an ERNIE-4.5-VL checkpoint (or the built-in demo one).
+    Caption(caption::Args),
     /// Generate text from a prompt with a text checkpoint (dense or MoE).
     Generate(generate::Args),
     /// Serve the OpenAI-compatible HTTP API (embeddings, chat completions) on loopback.
@@ -29,6 +32,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Caption(args) => caption::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Inspect(args) => inspect::run(args),
@@ -41,4 +45,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Peak resident set size of this process (`VmHWM` in /proc/self/status), KiB; None off Linux.
+pub(crate) fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use crate::config::TextConfig;
 use crate::kv_cache::LayerKv;
 use crate::moe::{add_bias, bias};
-use crate::ops::{matmul_xwt, rope_interleaved, softmax_in_place, RopeTable};
+use crate::ops::{matmul_xwt, rope_apply, softmax_in_place, RopePositions, RopeTable};
 use crate::tensor::Tensor;
 use crate::weights::Weights;
 use crate::Result;
@@ -76,9 +76,10 @@ impl Attention {
         })
     }
 
-    /// `x`: `[t, h]` at positions `cache.len()..cache.len()+t` → `[t, h]`. Writes this layer's K/V
-    /// rows of those positions into `kv`; the caller advances the cache after the last layer.
-    pub fn forward(&self, x: &[f32], kv: &mut LayerKv, rope: &RopeTable, cache_len: usize) -> Result<Vec<f32>> {
+    /// `x`: `[t, h]` in cache slots `cache_len..cache_len+t`, rotated at `pos` → `[t, h]`. Writes
+    /// this layer's K/V rows of those slots into `kv`; the caller advances the cache after the
+    /// last layer. Errors: a position outside the RoPE table ([`rope_apply`]).
+    pub fn forward(&self, x: &[f32], kv: &mut LayerKv, rope: &RopeTable, cache_len: usize, pos: RopePositions<'_>) -> Result<Vec<f32>> {
         let (hd, nh, nkv) = (self.head_dim, self.n_heads, self.n_kv_heads);
         let h = self.o_proj.dims2()?.0;
         let t = x.len() / h;
@@ -92,9 +93,8 @@ impl Attention {
         add_bias(&mut q, self.q_bias.as_deref());
         add_bias(&mut k, self.k_bias.as_deref());
         add_bias(&mut v, self.v_bias.as_deref());
-        let positions: Vec<usize> = (cache_len..cache_len + t).collect();
-        rope_interleaved(&mut q, nh, &positions, rope); // q_rope
-        rope_interleaved(&mut k, nkv, &positions, rope); // k_rope
+        rope_apply(&mut q, nh, pos, rope)?; // q_rope
+        rope_apply(&mut k, nkv, pos, rope)?; // k_rope
         kv.k[cache_len * kv_dim..(cache_len + t) * kv_dim].copy_from_slice(&k);
         kv.v[cache_len * kv_dim..(cache_len + t) * kv_dim].copy_from_slice(&v);
 

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::error::config_err;
+use crate::ops::MropeSection;
 use crate::weights::read_json;
 use crate::{Error, Result};
 
@@ -18,6 +19,9 @@ pub enum ModelType {
     Ernie45,
     /// `Ernie4_5_MoeForCausalLM` (21B-A3B, 300B-A47B).
     Ernie45Moe,
+    /// The language model of `Ernie4_5_VLMoeForConditionalGeneration` (28B-A3B, 424B-A47B;
+    /// `ernie4_5_vl_moe`, original `ernie4_5_moe_vl`): routing groups, 3-D RoPE (spec §3).
+    Ernie45VlMoe,
 }
 
 /// Per-layer feed-forward kind.
@@ -67,6 +71,14 @@ pub struct TextConfig {
     pub moe: Option<MoeConfig>,
     /// MTP depth (`num_nextn_predict_layers`); the MTP tensors are kept when > 0.
     pub num_nextn_predict_layers: usize,
+    /// 3-D RoPE split (VL only, spec §3.5): HF `rope_parameters.mrope_section`, or the original
+    /// `freq_allocation` (t pairs; h and w share the rest).
+    pub mrope_section: Option<MropeSection>,
+    /// Routing groups of the MoE layers (VL only): `[text, vision]` for ERNIE-4.5-VL (from the
+    /// list-valued `moe_intermediate_size` / `moe_num_experts`), one group for ERNIE 5.0 unified
+    /// routing (scalar sizes, or `"moe_routing": "unified"`). Empty for text checkpoints; `moe`
+    /// is then the only MoE config, and for VL it equals `moe_groups[0]`.
+    pub moe_groups: Vec<MoeConfig>,
 }
 
 impl TextConfig {
@@ -77,17 +89,37 @@ impl TextConfig {
         TextConfig::from_json(&v)
     }
 
-    /// Parses a config.json value (see [`TextConfig::from_dir`]).
+    /// Parses a config.json value (see [`TextConfig::from_dir`]). For VL checkpoints this is the
+    /// language model's config: HF 5.x `text_config`, or the original flat keys.
     pub fn from_json(v: &Value) -> Result<TextConfig> {
         let obj = v.as_object().ok_or_else(|| config_err("config.json", "is not a JSON object"))?;
         let c = Keys(obj);
         let model_type = match c.str("model_type")?.as_deref() {
             Some("ernie4_5") => ModelType::Ernie45,
             Some("ernie4_5_moe") => ModelType::Ernie45Moe,
+            Some("ernie4_5_vl_moe") | Some("ernie4_5_moe_vl") => ModelType::Ernie45VlMoe,
             Some(other) => return Err(Error::UnknownModelType(other.to_string())),
             None => return Err(config_err("model_type", "missing")),
         };
-        let is_moe = model_type == ModelType::Ernie45Moe;
+        if model_type == ModelType::Ernie45VlMoe {
+            if let Some(t) = c.get("text_config") {
+                let t = t.as_object().ok_or_else(|| config_err("text_config", "is not a JSON object"))?;
+                // Token ids live at the top level in HF 5.x; the text config may omit them.
+                let mut merged = t.clone();
+                for key in ["eos_token_id", "tie_word_embeddings"] {
+                    if let (None, Some(v)) = (merged.get(key), obj.get(key)) {
+                        merged.insert(key.into(), v.clone());
+                    }
+                }
+                return TextConfig::from_keys(&Keys(&merged), model_type);
+            }
+        }
+        TextConfig::from_keys(&c, model_type)
+    }
+
+    fn from_keys(c: &Keys<'_>, model_type: ModelType) -> Result<TextConfig> {
+        let is_vl = model_type == ModelType::Ernie45VlMoe;
+        let is_moe = model_type != ModelType::Ernie45;
         // Class defaults differ between the two transformers classes; mirror them.
         let (d_hidden, d_inter, d_layers, d_heads, d_kv) =
             if is_moe { (2560, 12288, 28, 20, 4) } else { (1024, 3072, 18, 16, 2) };
@@ -109,13 +141,16 @@ impl TextConfig {
         if hidden_act != "silu" {
             return Err(config_err("hidden_act", format!("{hidden_act:?} is not supported (ERNIE uses \"silu\")")));
         }
-        let rope_theta = rope_theta(&c)?;
+        let rope_theta = rope_theta(c)?;
         let eos_token_id = match c.get("eos_token_id") {
             None | Some(Value::Null) => vec![2],
             Some(v) => ids(v).ok_or_else(|| config_err("eos_token_id", "must be an id or a list of ids"))?,
         };
 
-        let moe = if is_moe {
+        let moe_groups = if is_vl { vl_moe_groups(c)? } else { Vec::new() };
+        let moe = if is_vl {
+            moe_groups.first().cloned()
+        } else if is_moe {
             Some(MoeConfig {
                 num_experts: c.usize_alias(&["moe_num_experts", "num_experts"], 64)?,
                 top_k: c.usize_alias(&["moe_k", "num_experts_per_tok"], 6)?,
@@ -126,7 +161,8 @@ impl TextConfig {
         } else {
             None
         };
-        let mlp_layer_types = mlp_layer_types(&c, is_moe, num_hidden_layers)?;
+        let mlp_layer_types = if is_vl { vl_layer_types(c, num_hidden_layers, moe_groups.len())? } else { mlp_layer_types(c, is_moe, num_hidden_layers)? };
+        let mrope_section = if is_vl { Some(vl_mrope_section(c, head_dim)?) } else { None };
 
         let cfg = TextConfig {
             model_type,
@@ -146,6 +182,8 @@ impl TextConfig {
             mlp_layer_types,
             moe,
             num_nextn_predict_layers: c.usize_or("num_nextn_predict_layers", 0)?,
+            mrope_section,
+            moe_groups,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -191,6 +229,14 @@ impl TextConfig {
         {
             return Err(config_err("config.json", "a dimension exceeds 2^24"));
         }
+        for (g, m) in self.moe_groups.iter().enumerate() {
+            if m.num_experts == 0 || m.moe_intermediate_size == 0 || too_big(m.num_experts) || too_big(m.moe_intermediate_size) {
+                return Err(config_err("moe_num_experts", format!("routing group {g}: MoE sizes must be in 1..=2^24")));
+            }
+            if m.top_k == 0 || m.top_k > m.num_experts {
+                return Err(config_err("moe_k", format!("{} must be in 1..={} (routing group {g})", m.top_k, m.num_experts)));
+            }
+        }
         if let Some(m) = &self.moe {
             if m.num_experts == 0 || m.moe_intermediate_size == 0 {
                 return Err(config_err("moe_num_experts", "MoE sizes must be > 0"));
@@ -210,6 +256,134 @@ impl TextConfig {
     /// Key/value width `num_key_value_heads * head_dim`.
     pub fn kv_dim(&self) -> usize {
         self.num_key_value_heads * self.head_dim
+    }
+}
+
+/// VL routing groups (see [`TextConfig::moe_groups`]).
+fn vl_moe_groups(c: &Keys<'_>) -> Result<Vec<MoeConfig>> {
+    let list = |key: &str| -> Result<Option<Vec<usize>>> {
+        match c.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_u64().map(|n| n as usize).ok_or_else(|| config_err(key, format!("entry {v} is not a non-negative integer"))))
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(_) => Ok(Some(vec![c.usize_or(key, 0)?])),
+        }
+    };
+    let widths = list("moe_intermediate_size")?.unwrap_or_else(|| vec![1536, 512]);
+    let experts = list("moe_num_experts")?.or(list("num_experts")?).unwrap_or_else(|| vec![64]);
+    let unified = match c.str("moe_routing")?.as_deref() {
+        None | Some("modality") => false,
+        Some("unified") => true,
+        Some(other) => return Err(config_err("moe_routing", format!("{other:?} is not \"modality\" or \"unified\""))),
+    };
+    let n = if unified { 1 } else { widths.len().max(experts.len()) };
+    if n == 0 || n > 2 {
+        return Err(config_err("moe_intermediate_size", format!("gives {n} routing groups; 1 (unified) or 2 (text, vision) are supported")));
+    }
+    let pick = |v: &[usize], g: usize, key: &str| -> Result<usize> {
+        match v {
+            [one] => Ok(*one),
+            _ => v.get(g).copied().ok_or_else(|| config_err(key, format!("has no entry for routing group {g}"))),
+        }
+    };
+    (0..n)
+        .map(|g| {
+            Ok(MoeConfig {
+                num_experts: pick(&experts, g, "moe_num_experts")?,
+                top_k: c.usize_alias(&["moe_k", "num_experts_per_tok"], 6)?,
+                moe_intermediate_size: pick(&widths, g, "moe_intermediate_size")?,
+                moe_num_shared_experts: c.usize_or("moe_num_shared_experts", 2)?,
+                moe_norm_min: c.f32_or("moe_norm_min", 1e-12)?,
+            })
+        })
+        .collect()
+}
+
+/// VL layer kinds: HF `mlp_layer_types`, or the original per-group
+/// `moe_layer_start_index` / `moe_layer_end_index` lists `[text, vision]` with
+/// `moe_layer_interval`. vLLM gives each group its own range (a group outside its range falls back
+/// to a dense FFN); no released checkpoint has ranges that differ inside the model, and that
+/// fallback has no documented tensor names, so differing ranges are refused.
+fn vl_layer_types(c: &Keys<'_>, n_layers: usize, n_groups: usize) -> Result<Vec<MlpKind>> {
+    if let Some(Value::Array(_)) = c.get("mlp_layer_types") {
+        return mlp_layer_types(c, true, n_layers);
+    }
+    let ends = |key: &str, default: i64| -> Result<Vec<i64>> {
+        match c.get(key) {
+            None | Some(Value::Null) => Ok(vec![default]),
+            Some(Value::Array(a)) => a.iter().map(|v| v.as_i64().ok_or_else(|| config_err(key, format!("entry {v} is not an integer")))).collect(),
+            Some(_) => Ok(vec![c.i64_or(key, default)?]),
+        }
+    };
+    let starts = ends("moe_layer_start_index", 1)?;
+    let stops = ends("moe_layer_end_index", -1)?;
+    let interval = c.i64_or("moe_layer_interval", 1)?;
+    if interval <= 0 {
+        return Err(config_err("moe_layer_interval", "must be >= 1"));
+    }
+    let last = n_layers as i64 - 1;
+    let kinds_of = |g: usize| -> Vec<MlpKind> {
+        let start = starts.get(g).or(starts.first()).copied().unwrap_or(1);
+        let mut end = stops.get(g).or(stops.first()).copied().unwrap_or(-1);
+        if end == -1 || end > last {
+            end = last;
+        }
+        (0..n_layers as i64).map(|i| if (i + 1) % interval == 0 && i >= start && i <= end { MlpKind::Moe } else { MlpKind::Dense }).collect()
+    };
+    let kinds = kinds_of(0);
+    if (1..n_groups).any(|g| kinds_of(g) != kinds) {
+        return Err(config_err(
+            "moe_layer_start_index",
+            format!("per-group MoE layer ranges {starts:?}..{stops:?} differ inside the model's {n_layers} layers; a group's dense fallback is not supported"),
+        ));
+    }
+    Ok(kinds)
+}
+
+/// The 3-D RoPE split in pairs (spec §3.5): `rope_parameters.mrope_section` `[h, w, t]`, or the
+/// original `freq_allocation` = t with h = w = the rest / 2; default `[22, 22, 20]` scaled to
+/// `head_dim` is not guessed — a config without either is taken as the 28B default only when
+/// `head_dim` is 128.
+fn vl_mrope_section(c: &Keys<'_>, head_dim: usize) -> Result<MropeSection> {
+    let pairs = head_dim / 2;
+    let section: [usize; 3] = if let Some(Value::Object(p)) = c.get("rope_parameters").or(c.get("rope_scaling")) {
+        match p.get("mrope_section") {
+            Some(Value::Array(a)) if a.len() == 3 => {
+                let v: Vec<usize> = a.iter().filter_map(|x| x.as_u64().map(|n| n as usize)).collect();
+                if v.len() != 3 {
+                    return Err(config_err("rope_parameters.mrope_section", "must be three non-negative integers"));
+                }
+                [v[0], v[1], v[2]]
+            }
+            Some(other) => return Err(config_err("rope_parameters.mrope_section", format!("must be [h, w, t], found {other}"))),
+            None => default_section(c, pairs)?,
+        }
+    } else {
+        default_section(c, pairs)?
+    };
+    if section[0] != section[1] || section[0] + section[1] + section[2] != pairs {
+        return Err(config_err(
+            "rope_parameters.mrope_section",
+            format!("{section:?} must have equal h and w parts and sum to head_dim / 2 = {pairs}"),
+        ));
+    }
+    Ok(MropeSection { hw_pairs: section[0] + section[1], t_pairs: section[2] })
+}
+
+fn default_section(c: &Keys<'_>, pairs: usize) -> Result<[usize; 3]> {
+    match c.get("freq_allocation") {
+        Some(Value::Null) | None if pairs == 64 => Ok([22, 22, 20]),
+        Some(Value::Null) | None => Err(config_err("rope_parameters.mrope_section", "missing (needed for 3-D RoPE)")),
+        Some(_) => {
+            let t = c.usize_or("freq_allocation", 0)?;
+            if t > pairs || (pairs - t) % 2 != 0 {
+                return Err(config_err("freq_allocation", format!("{t} does not split head_dim / 2 = {pairs} into t and equal h, w parts")));
+            }
+            Ok([(pairs - t) / 2, (pairs - t) / 2, t])
+        }
     }
 }
 
@@ -288,14 +462,14 @@ pub fn generation_eos_ids(dir: &Path) -> Result<Option<Vec<u32>>> {
 }
 
 /// Typed access to config keys with errors that name the key.
-struct Keys<'a>(&'a Map<String, Value>);
+pub(crate) struct Keys<'a>(pub(crate) &'a Map<String, Value>);
 
 impl Keys<'_> {
-    fn get(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         self.0.get(key)
     }
 
-    fn str(&self, key: &str) -> Result<Option<String>> {
+    pub(crate) fn str(&self, key: &str) -> Result<Option<String>> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -303,14 +477,14 @@ impl Keys<'_> {
         }
     }
 
-    fn i64_or(&self, key: &str, default: i64) -> Result<i64> {
+    pub(crate) fn i64_or(&self, key: &str, default: i64) -> Result<i64> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(default),
             Some(v) => v.as_i64().ok_or_else(|| config_err(key, format!("expected an integer, found {v}"))),
         }
     }
 
-    fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
+    pub(crate) fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(default),
             Some(v) => v
@@ -320,7 +494,7 @@ impl Keys<'_> {
         }
     }
 
-    fn usize_alias(&self, keys: &[&str], default: usize) -> Result<usize> {
+    pub(crate) fn usize_alias(&self, keys: &[&str], default: usize) -> Result<usize> {
         match keys.iter().find(|k| !matches!(self.get(k), None | Some(Value::Null))) {
             Some(k) => {
                 // The VL remote-code configs use lists ([text, vision]); the text MoE takes the first.
@@ -333,14 +507,14 @@ impl Keys<'_> {
         }
     }
 
-    fn f32_or(&self, key: &str, default: f32) -> Result<f32> {
+    pub(crate) fn f32_or(&self, key: &str, default: f32) -> Result<f32> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(default),
             Some(v) => v.as_f64().map(|x| x as f32).ok_or_else(|| config_err(key, format!("expected a number, found {v}"))),
         }
     }
 
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+    pub(crate) fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(default),
             Some(v) => v.as_bool().ok_or_else(|| config_err(key, format!("expected true/false, found {v}"))),

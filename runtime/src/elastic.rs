@@ -79,7 +79,7 @@ impl ElasticOptions {
         let mut expert_mask = BTreeMap::new();
         let mut min_kept = moe.map_or(0, |m| m.num_experts);
         if let (Some(spec), Some(m)) = (&self.experts, moe) {
-            for (&l, _) in &spec.per_layer {
+            for &l in spec.per_layer.keys() {
                 if cfg.mlp_layer_types.get(l) != Some(&MlpKind::Moe) {
                     return Err(Error::Request(format!("--experts: layer {l} is not a MoE layer")));
                 }

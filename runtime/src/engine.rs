@@ -57,10 +57,13 @@ pub struct Generation {
 
 /// A loaded checkpoint ready to generate.
 pub struct Engine {
+    /// The decoder (the language model of a VL checkpoint).
     pub model: Transformer,
+    /// Vision tower, resampler and media preprocessing of a VL checkpoint (`vl/engine.rs`).
+    pub(crate) vl: Option<crate::vl::engine::VlParts>,
     tokenizer: Option<TextTokenizer>,
     eos_ids: Vec<u32>,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// GPU copy of `model` after [`Engine::to_device`] (device.rs); `generate` then runs there.
     pub(crate) gpu: Option<crate::cuda::CudaModel>,
 }
@@ -78,7 +81,12 @@ impl Engine {
         if !dir.is_dir() {
             return Err(Error::Io { path: dir.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory") });
         }
-        let model = load_text_model(dir, elastic)?;
+        let (model, vl) = if crate::vl::engine::is_vl_checkpoint(dir)? {
+            let (model, vision) = crate::vl::load_vl_model(dir, elastic)?;
+            (model, Some(crate::vl::engine::VlParts::load(dir, vision)?))
+        } else {
+            (load_text_model(dir, elastic)?, None)
+        };
         let tokenizer = if dir.join("tokenizer.json").exists() { Some(TextTokenizer::from_dir(dir)?) } else { None };
         let mut eos_ids = generation_eos_ids(dir)?.unwrap_or_else(|| model.cfg.eos_token_id.clone());
         if let Some(t) = &tokenizer {
@@ -88,7 +96,7 @@ impl Engine {
                 }
             }
         }
-        Ok(Engine { model, tokenizer, eos_ids, dir: dir.to_path_buf(), gpu: None })
+        Ok(Engine { model, vl, tokenizer, eos_ids, dir: dir.to_path_buf(), gpu: None })
     }
 
     /// The text tokenizer. Errors when the checkpoint has no tokenizer.json.

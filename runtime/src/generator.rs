@@ -14,6 +14,7 @@ use crate::decode::{Sampler, StopReason};
 use crate::device::DeviceCache;
 use crate::engine::{Engine, GenerateRequest, Generation};
 use crate::model::Logits;
+use crate::trace::Trace;
 use crate::{Error, Result};
 
 /// One decode step: the sampled token and the text it completed (may be empty while a multi-byte
@@ -42,6 +43,8 @@ pub struct Generator<'e> {
     prompt_tokens: usize,
     prefill_secs: f64,
     decode_secs: f64,
+    /// Routing of every decode step, when [`Generator::record_routing`] asked for it (CPU only).
+    routing: Option<Vec<Trace>>,
 }
 
 impl Engine {
@@ -51,16 +54,27 @@ impl Engine {
     /// Errors: as [`Engine::generate`] (empty prompt, no room under `max_position_embeddings`,
     /// bad sampling values, token ids out of range).
     pub fn start_generation(&self, prompt_ids: &[u32], req: &GenerateRequest) -> Result<Generator<'_>> {
-        if prompt_ids.is_empty() {
+        self.start_with_prefill(prompt_ids.len(), req, &mut |engine, cache| engine.forward(prompt_ids, cache, Logits::Last))
+    }
+
+    /// The one way a [`Generator`] starts: checks the budget, makes the cache, runs `prefill`
+    /// (which must return the last row's logits `[v]`) unless the budget is 0. Text prompts pass
+    /// a token forward; multimodal prompts the VL prefill (`vl/engine.rs`).
+    pub(crate) fn start_with_prefill(
+        &self,
+        prompt_len: usize,
+        req: &GenerateRequest,
+        prefill: &mut dyn FnMut(&Engine, &mut DeviceCache) -> Result<Vec<f32>>,
+    ) -> Result<Generator<'_>> {
+        if prompt_len == 0 {
             return Err(Error::Request("the prompt is empty".into()));
         }
         let cfg = &self.model.cfg;
-        let max_seq = req.cache_len(prompt_ids.len(), cfg.max_position_embeddings);
-        if prompt_ids.len() > max_seq {
+        let max_seq = req.cache_len(prompt_len, cfg.max_position_embeddings);
+        if prompt_len > max_seq {
             return Err(Error::Request(format!(
                 "prompt of {} tokens leaves no room under max_position_embeddings {}",
-                prompt_ids.len(),
-                cfg.max_position_embeddings
+                prompt_len, cfg.max_position_embeddings
             )));
         }
         let mut cache = self.new_cache(max_seq)?;
@@ -68,7 +82,7 @@ impl Engine {
         let detok = self.tokenizer_opt().map(|t| IncrementalDecoder::new(t, true));
         let t0 = Instant::now();
         let logits = if req.max_new_tokens > 0 {
-            self.forward(prompt_ids, &mut cache, Logits::Last)? // [v]
+            prefill(self, &mut cache)? // [v]
         } else {
             Vec::new()
         };
@@ -83,9 +97,10 @@ impl Engine {
             max_new_tokens: req.max_new_tokens,
             // A zero budget is finished before it starts, as in `generate`.
             stop: (req.max_new_tokens == 0).then_some(StopReason::MaxTokens),
-            prompt_tokens: prompt_ids.len(),
+            prompt_tokens: prompt_len,
             prefill_secs: t0.elapsed().as_secs_f64(),
             decode_secs: 0.0,
+            routing: None,
         })
     }
 
@@ -98,7 +113,16 @@ impl Engine {
         on_text: &mut dyn FnMut(&str),
         should_stop: &dyn Fn() -> bool,
     ) -> Result<Generation> {
-        let mut gen = self.start_generation(prompt_ids, req)?;
+        let gen = self.start_generation(prompt_ids, req)?;
+        gen.run(on_text, should_stop)
+    }
+}
+
+impl Generator<'_> {
+    /// Steps to the end (or until `should_stop` says yes before a step: [`StopReason::Cancelled`]),
+    /// handing each text delta to `on_text`.
+    pub fn run(mut self, on_text: &mut dyn FnMut(&str), should_stop: &dyn Fn() -> bool) -> Result<Generation> {
+        let gen = &mut self;
         while !gen.is_done() {
             if should_stop() {
                 gen.cancel();
@@ -110,7 +134,7 @@ impl Engine {
                 }
             }
         }
-        Ok(gen.finish())
+        Ok(self.finish())
     }
 }
 
@@ -135,7 +159,15 @@ impl Generator<'_> {
         } else if self.cache.len() == self.cache.capacity() {
             self.stop = Some(StopReason::ContextLength);
         } else {
-            self.logits = self.engine.forward(&[next], &mut self.cache, Logits::Last)?; // [v]
+            self.logits = match (&mut self.routing, &mut self.cache) {
+                (Some(log), DeviceCache::Cpu(c)) => {
+                    let mut trace = Trace::default();
+                    let logits = self.engine.model.forward(&[next], c, Logits::Last, Some(&mut trace))?;
+                    log.push(trace);
+                    logits
+                }
+                _ => self.engine.forward(&[next], &mut self.cache, Logits::Last)?, // [v]
+            };
         }
         if self.stop.is_some() {
             // Flush bytes the incremental decoder still holds, as `generate` does after its loop.
@@ -146,6 +178,17 @@ impl Generator<'_> {
         self.text.push_str(&text);
         self.decode_secs += t0.elapsed().as_secs_f64();
         Ok(Some(Step { token: next, text, stop: self.stop }))
+    }
+
+    /// Records the MoE routing of every following decode step (CPU engines; a CUDA engine
+    /// records nothing) for [`Generator::take_routing`].
+    pub fn record_routing(&mut self) {
+        self.routing.get_or_insert_with(Vec::new);
+    }
+
+    /// The routing recorded so far, one [`Trace`] per decode forward (each fed token).
+    pub fn take_routing(&mut self) -> Vec<Trace> {
+        self.routing.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Ends generation now with [`StopReason::Cancelled`] (no-op if it already ended).

@@ -1,6 +1,10 @@
 //! Preallocated key/value cache: per layer `[max_seq, n_kv_heads, head_dim]` f32 for K (post-RoPE)
 //! and V, plus the RoPE table sized to the same `max_seq`, allocated once up front (llama2.c's
 //! run state).
+//!
+//! ERNIE-4.5-VL prompts place visual tokens on a 3-D grid, so the next text position is below the
+//! token count; the cache carries that `rope_delta` (spec §3.6: `max position + 1 − T`, ≤ 0) and
+//! every later sequential row `i` is rotated at `len + i + rope_delta`.
 
 use crate::config::TextConfig;
 use crate::ops::RopeTable;
@@ -20,6 +24,8 @@ pub struct KvCache {
     pub rope: RopeTable,
     len: usize,
     max_seq: usize,
+    /// Rotary position minus cache slot for sequential rows (0 for text; ≤ 0 after a VL prompt).
+    rope_delta: i64,
 }
 
 impl KvCache {
@@ -42,7 +48,11 @@ impl KvCache {
         let layers = (0..n_layers)
             .map(|_| LayerKv { k: vec![0.0; max_seq * kv_dim], v: vec![0.0; max_seq * kv_dim] })
             .collect();
-        Ok(KvCache { layers, rope: RopeTable::new(cfg.head_dim, cfg.rope_theta, max_seq), len: 0, max_seq })
+        let rope = match cfg.mrope_section {
+            Some(section) => RopeTable::with_mrope(cfg.head_dim, cfg.rope_theta, max_seq, section),
+            None => RopeTable::new(cfg.head_dim, cfg.rope_theta, max_seq),
+        };
+        Ok(KvCache { layers, rope, len: 0, max_seq, rope_delta: 0 })
     }
 
     /// Positions filled so far.
@@ -88,9 +98,31 @@ impl KvCache {
     /// Empties the cache for a new sequence.
     pub fn reset(&mut self) {
         self.len = 0;
+        self.rope_delta = 0;
     }
 
-    /// Split borrow for a forward pass: the layers (written), the RoPE table (read), the length.
+    /// Sets the rope delta after a 3-D prompt (module docs). Errors when it is positive (a 3-D
+    /// prompt never places text past its token count) or more negative than the filled length.
+    pub fn set_rope_delta(&mut self, delta: i64) -> Result<()> {
+        if delta > 0 || -delta > self.len as i64 {
+            return Err(Error::Request(format!("rope delta {delta} is outside -{}..=0", self.len)));
+        }
+        self.rope_delta = delta;
+        Ok(())
+    }
+
+    /// The rope delta (0 unless a 3-D prompt set it).
+    pub fn rope_delta(&self) -> i64 {
+        self.rope_delta
+    }
+
+    /// Rotary position of the next sequential row: `len + rope_delta`.
+    pub fn next_position(&self) -> usize {
+        (self.len as i64 + self.rope_delta).max(0) as usize
+    }
+
+    /// Split borrow for a forward pass: the layers (written), the RoPE table (read), the length
+    /// (first slot written).
     pub(crate) fn parts(&mut self) -> (&mut [LayerKv], &RopeTable, usize) {
         (&mut self.layers, &self.rope, self.len)
     }

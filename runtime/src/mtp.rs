@@ -89,8 +89,9 @@ impl Mtp {
         }
         let mut z = vec![0.0f32; n * h]; // [n, h]
         matmul_xwt(&cat, &self.linear_proj, &mut z)?;
-        let (kv, rope, pos) = cache.parts();
-        self.block.forward(&mut z, &mut kv[0], rope, pos, eps, None)?;
+        let next = cache.next_position();
+        let (kv, rope, slot) = cache.parts();
+        self.block.forward(&mut z, &mut kv[0], rope, crate::model::Rows::sequential(slot, next), eps, None)?;
         cache.advance(n);
         Ok(z)
     }

@@ -315,7 +315,6 @@ impl Engine {
             }
             next = new_token;
         }
-        drop(emit);
         if let Some(d) = detok.as_mut() {
             let rest = d.finish()?;
             text.push_str(&rest);

@@ -93,6 +93,19 @@ impl Weights {
         Weights { tensors, used: BTreeSet::new(), missing: Vec::new() }
     }
 
+    /// Renames every tensor through `f` (a model family's spelling table, e.g. `vl/names.rs`).
+    /// Errors: [`Error::Safetensors`] when two stored names map to one.
+    pub fn rename(&mut self, f: impl Fn(&str) -> String) -> Result<()> {
+        let old = std::mem::take(&mut self.tensors);
+        for (name, t) in old {
+            let new = f(&name);
+            if self.tensors.insert(new.clone(), t).is_some() {
+                return Err(Error::Safetensors { path: PathBuf::from("model.safetensors"), reason: format!("two tensors map to {new} (last: {name})") });
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the checkpoint holds `name` (canonical spelling).
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)

@@ -103,7 +103,7 @@ fn block_attention_prefill_then_decode() {
         let mut start = 0;
         for t in [33usize, 1, 5, 1] {
             let x = rand_bf16(&mut r, t * h, 1.0);
-            let want = a.forward(&x, &mut cpu_cache.layers[0], &cpu_cache.rope, start).unwrap();
+            let want = a.forward(&x, &mut cpu_cache.layers[0], &cpu_cache.rope, start, ernie_runtime::ops::RopePositions::Sequential(start)).unwrap();
             let positions: Vec<u32> = (start..start + t).map(|p| p as u32).collect();
             let (mut q, mut attn, mut out) =
                 (d.zeros::<bf16>(t * q_dim).unwrap(), d.zeros::<bf16>(t * q_dim).unwrap(), d.zeros::<bf16>(t * h).unwrap());

@@ -82,6 +82,9 @@ impl CudaModel {
                 mlp: match &layer.mlp {
                     Mlp::Dense(m) => GpuMlp::Dense(GpuSwiGlu::upload(dev, m)?),
                     Mlp::Moe(m) => GpuMlp::Moe(Box::new(GpuMoe::upload(dev, m)?)),
+                    Mlp::Grouped(_) => {
+                        return Err(Error::Request("routing-group (VL) MoE layers run on CPU only; drop --device cuda".into()))
+                    }
                 },
             });
         }

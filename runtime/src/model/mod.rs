@@ -4,7 +4,7 @@ mod transformer;
 
 use std::path::Path;
 
-pub use transformer::{Layer, Logits, Mlp, Transformer};
+pub use transformer::{Layer, Logits, Mlp, Rows, Transformer};
 
 use crate::config::TextConfig;
 use crate::elastic::ElasticOptions;

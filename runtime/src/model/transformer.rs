@@ -21,8 +21,8 @@ use crate::attention::Attention;
 use crate::config::{MlpKind, TextConfig};
 use crate::elastic::{ElasticOptions, ElasticPlan};
 use crate::kv_cache::{KvCache, LayerKv};
-use crate::moe::{MoeBlock, Routing, SwiGlu};
-use crate::ops::{matmul_xwt, rms_norm, RopeTable};
+use crate::moe::{GroupedMoe, MoeBlock, Routing, SwiGlu};
+use crate::ops::{matmul_xwt, rms_norm, RopePositions, RopeTable};
 use crate::tensor::{Elems, Tensor};
 use crate::trace::Trace;
 use crate::weights::Weights;
@@ -32,6 +32,8 @@ use crate::{Error, Result};
 pub enum Mlp {
     Dense(SwiGlu),
     Moe(MoeBlock),
+    /// Routing groups (ERNIE-4.5-VL text / vision experts, or ERNIE 5.0 unified): `moe/grouped.rs`.
+    Grouped(GroupedMoe),
 }
 
 /// One decoder layer.
@@ -44,6 +46,23 @@ pub struct Layer {
     /// `[h]`
     pub post_attention_layernorm: Vec<f32>,
     pub mlp: Mlp,
+}
+
+/// Where the rows of one forward pass go: their first KV-cache slot, their rotary positions, and
+/// (grouped MoE only) their routing group.
+#[derive(Clone, Copy, Debug)]
+pub struct Rows<'a> {
+    pub slot: usize,
+    pub pos: RopePositions<'a>,
+    /// `[t]` routing group per row; `None` = group 0 (text).
+    pub groups: Option<&'a [u8]>,
+}
+
+impl Rows<'_> {
+    /// Text rows at slots `slot..` and positions `pos..`, routing group 0.
+    pub fn sequential(slot: usize, pos: usize) -> Rows<'static> {
+        Rows { slot, pos: RopePositions::Sequential(pos), groups: None }
+    }
 }
 
 /// Which logits a forward pass returns.
@@ -78,6 +97,9 @@ impl Layer {
     pub fn load(w: &mut Weights, prefix: &str, index: usize, kind: MlpKind, cfg: &TextConfig) -> Result<Layer> {
         let h = cfg.hidden_size;
         let mlp = match (kind, &cfg.moe) {
+            (MlpKind::Moe, Some(_)) if !cfg.moe_groups.is_empty() => {
+                Mlp::Grouped(GroupedMoe::load(w, &format!("{prefix}.mlp"), h, &cfg.moe_groups, cfg.use_bias)?)
+            }
             (MlpKind::Moe, Some(m)) => Mlp::Moe(MoeBlock::load(w, &format!("{prefix}.mlp"), h, m, cfg.use_bias)?),
             _ => Mlp::Dense(SwiGlu::load(w, &format!("{prefix}.mlp"), h, cfg.intermediate_size, cfg.use_bias)?),
         };
@@ -90,12 +112,12 @@ impl Layer {
         })
     }
 
-    /// `x += attn(norm(x)); x += ffn(norm(x))` in place. `x`: `[t, h]` at positions
-    /// `start..start+t`; writes this layer's K/V rows into `kv`.
-    pub fn forward(&self, x: &mut [f32], kv: &mut LayerKv, rope: &RopeTable, start: usize, eps: f32, trace: Option<&mut Trace>) -> Result<()> {
+    /// `x += attn(norm(x)); x += ffn(norm(x))` in place. `x`: `[t, h]` in cache slots
+    /// `rows.slot..rows.slot+t`, rotated at `rows.pos`; writes this layer's K/V rows into `kv`.
+    pub fn forward(&self, x: &mut [f32], kv: &mut LayerKv, rope: &RopeTable, rows: Rows<'_>, eps: f32, trace: Option<&mut Trace>) -> Result<()> {
         let mut normed = vec![0.0f32; x.len()]; // [t, h]
         rms_norm(x, &self.input_layernorm, eps, &mut normed); // attn_norm
-        let attn_out = self.self_attn.forward(&normed, kv, rope, start)?; // [t, h]
+        let attn_out = self.self_attn.forward(&normed, kv, rope, rows.slot, rows.pos)?; // [t, h]
         x.iter_mut().zip(&attn_out).for_each(|(a, b)| *a += b);
         rms_norm(x, &self.post_attention_layernorm, eps, &mut normed); // ffn_norm
         let ffn_out = match &self.mlp {
@@ -104,6 +126,13 @@ impl Layer {
                 let (out, routing) = moe.forward(&normed)?; // ffn_moe_out
                 if let Some(tr) = trace {
                     tr.record_routing(self.index, routing);
+                }
+                out
+            }
+            Mlp::Grouped(moe) => {
+                let (out, routing) = moe.forward(&normed, rows.groups)?; // ffn_moe_out
+                if let Some(tr) = trace {
+                    tr.record_group_routing(self.index, routing);
                 }
                 out
             }
@@ -158,17 +187,40 @@ impl Transformer {
     ///
     /// Returns per `which`: last-row logits `[v]`, all logits `[t, v]`, or final hidden `[t, h]`.
     /// Errors: [`Error::Request`] for an empty input, an id `>= vocab_size`, or a full cache.
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits, mut trace: Option<&mut Trace>) -> Result<Vec<f32>> {
-        let (h, eps) = (self.cfg.hidden_size, self.cfg.rms_norm_eps);
-        let t = tokens.len();
-        if t == 0 {
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits, trace: Option<&mut Trace>) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
             return Err(Error::Request("no input tokens".into()));
         }
+        let x = self.embed(tokens)?; // [t, h]
+        let pos = RopePositions::Sequential(cache.next_position());
+        self.forward_embeds(x, cache, which, pos, None, trace)
+    }
+
+    /// [`Transformer::forward`] from input embeddings `x` (`[t, h]`: token embeddings with
+    /// visual features already in their placeholder rows), rotated at `pos` (3-D for a VL
+    /// prompt), with routing group per row `groups` (`[t]`, grouped-MoE layers only).
+    ///
+    /// Errors: [`Error::Request`] for empty input, a full cache, positions outside the RoPE
+    /// table; [`Error::ShapeMismatch`] when `x`, `pos` or `groups` disagree on `t`.
+    pub fn forward_embeds(
+        &self,
+        mut x: Vec<f32>,
+        cache: &mut KvCache,
+        which: Logits,
+        pos: RopePositions<'_>,
+        groups: Option<&[u8]>,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Vec<f32>> {
+        let (h, eps) = (self.cfg.hidden_size, self.cfg.rms_norm_eps);
+        let t = x.len() / h;
+        if t == 0 || x.len() % h != 0 {
+            return Err(Error::ShapeMismatch { op: "Transformer::forward_embeds", expected: format!("[t > 0, {h}]"), got: x.len().to_string() });
+        }
         cache.check_room(t)?;
-        let mut x = self.embed(tokens)?; // [t, h]
-        let (kv_layers, rope, start) = cache.parts();
+        let (kv_layers, rope, slot) = cache.parts();
+        let rows = Rows { slot, pos, groups };
         for layer in &self.layers {
-            layer.forward(&mut x, &mut kv_layers[layer.index], rope, start, eps, trace.as_deref_mut())?;
+            layer.forward(&mut x, &mut kv_layers[layer.index], rope, rows, eps, trace.as_deref_mut())?;
         }
         cache.advance(t);
         let mut normed = vec![0.0f32; t * h]; // [t, h]

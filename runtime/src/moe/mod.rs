@@ -8,9 +8,11 @@
 //!   product per active expert over all its rows), `moe_reduce` (weighted sum of the k slots back
 //!   into token order).
 
+mod grouped;
 mod mlp;
 mod router;
 
+pub use grouped::{GroupRouting, GroupedMoe};
 pub use mlp::SwiGlu;
 pub(crate) use mlp::{add_bias, bias};
 pub use router::{route_logits, Router, Routing};

@@ -65,7 +65,7 @@ pub fn matmul_xwt_slow(x: &[f32], w: &Tensor, out: &mut [f32]) -> Result<()> {
 }
 
 fn check_dims(op: &'static str, x_len: usize, out_len: usize, n: usize, k: usize) -> Result<usize> {
-    let t = if k == 0 { out_len / n.max(1) } else { x_len / k };
+    let t = x_len.checked_div(k).unwrap_or_else(|| out_len / n.max(1));
     if (k > 0 && x_len % k != 0) || out_len != t * n {
         return Err(Error::ShapeMismatch {
             op,

@@ -9,6 +9,29 @@ pub struct RopeTable {
     half: usize,
     cos: Vec<f32>,
     sin: Vec<f32>,
+    /// ERNIE-4.5-VL 3-D RoPE: `(h/w pairs, t pairs)`; `None` for 1-D text RoPE.
+    mrope: Option<MropeSection>,
+}
+
+/// How the rotary pairs of a head split over the three position axes (spec §3.5; HF
+/// `rope_parameters.mrope_section = [h, w, t]` in pairs, original `freq_allocation` = t):
+/// pairs `0..hw` alternate h (even pair) and w (odd pair), the last `t` pairs use t.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MropeSection {
+    /// `mrope_section[0] + mrope_section[1]` (the two must be equal: h and w interleave).
+    pub hw_pairs: usize,
+    /// `mrope_section[2]`.
+    pub t_pairs: usize,
+}
+
+/// Positions of the rows of one forward pass.
+#[derive(Clone, Copy, Debug)]
+pub enum RopePositions<'a> {
+    /// Row `i` is at position `start + i` on every axis (text; VL decode, where `start` already
+    /// includes the rope delta).
+    Sequential(usize),
+    /// Row `i` is at `(t, h, w) = positions[i]` (ERNIE-4.5-VL prefill, spec §3.6).
+    ThreeD(&'a [[u32; 3]]),
 }
 
 impl RopeTable {
@@ -25,7 +48,18 @@ impl RopeTable {
                 sin.push(angle.sin());
             }
         }
-        RopeTable { half, cos, sin }
+        RopeTable { half, cos, sin, mrope: None }
+    }
+
+    /// [`RopeTable::new`] with ERNIE-4.5-VL's 3-D split (`section.hw_pairs + section.t_pairs`
+    /// must equal `head_dim / 2`; the config loader checks it).
+    pub fn with_mrope(head_dim: usize, theta: f32, max_pos: usize, section: MropeSection) -> RopeTable {
+        RopeTable { mrope: Some(section), ..RopeTable::new(head_dim, theta, max_pos) }
+    }
+
+    /// The 3-D split, if any.
+    pub fn mrope(&self) -> Option<MropeSection> {
+        self.mrope
     }
 
     /// Number of positions covered.
@@ -50,6 +84,118 @@ pub fn rope_interleaved(x: &mut [f32], n_heads: usize, positions: &[usize], tabl
                 let (a, b) = (pair[0], pair[1]);
                 pair[0] = a * c - b * s;
                 pair[1] = b * c + a * s;
+            }
+        }
+    }
+}
+
+/// Rotates `x` (`[t, n_heads, head_dim]`) for `positions`: 1-D RoPE for sequential rows, and
+/// for 3-D rows pair `m` takes its angle from axis h (`m < hw`, even), w (`m < hw`, odd) or t
+/// (`m >= hw`) of the row's `(t, h, w)` — spec §3.5. Every coordinate must be `< max_pos`.
+///
+/// Errors: [`crate::Error::Request`] when 3-D positions meet a table without a 3-D split, or a
+/// position is outside the table.
+pub fn rope_apply(x: &mut [f32], n_heads: usize, positions: RopePositions<'_>, table: &RopeTable) -> crate::Result<()> {
+    let t = x.len() / (n_heads * 2 * table.half).max(1);
+    let max_pos = table.max_pos();
+    match positions {
+        RopePositions::Sequential(start) => {
+            if start + t > max_pos {
+                return Err(crate::Error::Request(format!("position {} is outside the RoPE table of {max_pos}", start + t - 1)));
+            }
+            let pos: Vec<usize> = (start..start + t).collect();
+            rope_interleaved(x, n_heads, &pos, table);
+        }
+        RopePositions::ThreeD(pos) => {
+            let Some(section) = table.mrope else {
+                return Err(crate::Error::Request("3-D positions need a model with 3-D RoPE (mrope_section)".into()));
+            };
+            if pos.len() != t {
+                return Err(crate::Error::Request(format!("{} 3-D positions for {t} rows", pos.len())));
+            }
+            if let Some(p) = pos.iter().flatten().find(|&&p| p as usize >= max_pos) {
+                return Err(crate::Error::Request(format!("position {p} is outside the RoPE table of {max_pos}")));
+            }
+            let head_dim = 2 * table.half;
+            for (row, &[pt, ph, pw]) in x.chunks_exact_mut(n_heads * head_dim).zip(pos) {
+                for head in row.chunks_exact_mut(head_dim) {
+                    for (m, pair) in head.chunks_exact_mut(2).enumerate() {
+                        let p = if m >= section.hw_pairs {
+                            pt
+                        } else if m % 2 == 0 {
+                            ph
+                        } else {
+                            pw
+                        } as usize;
+                        let (c, s) = (table.cos[p * table.half + m], table.sin[p * table.half + m]);
+                        let (a, b) = (pair[0], pair[1]);
+                        pair[0] = a * c - b * s;
+                        pair[1] = b * c + a * s;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Slow twin of [`rope_apply`] for 3-D positions: the angle `coord(m) · theta^(−2m/head_dim)`
+/// from the formula per element, in f64.
+pub fn rope_mrope_slow(x: &mut [f32], n_heads: usize, head_dim: usize, positions: &[[u32; 3]], theta: f32, section: MropeSection) {
+    for (t, &[pt, ph, pw]) in positions.iter().enumerate() {
+        for h in 0..n_heads {
+            let base = (t * n_heads + h) * head_dim;
+            for m in 0..head_dim / 2 {
+                let coord = if m >= section.hw_pairs { pt } else if m % 2 == 0 { ph } else { pw };
+                let inv = 1.0 / (theta as f64).powf(2.0 * m as f64 / head_dim as f64);
+                let angle = coord as f64 * inv;
+                let (a, b) = (x[base + 2 * m] as f64, x[base + 2 * m + 1] as f64);
+                x[base + 2 * m] = (a * angle.cos() - b * angle.sin()) as f32;
+                x[base + 2 * m + 1] = (b * angle.cos() + a * angle.sin()) as f32;
+            }
+        }
+    }
+}
+
+/// The vision tower's 2-D RoPE (spec §3.2; transformers `Ernie4_5_VLMoeVisionRotaryEmbedding`
+/// and `apply_rotary_pos_emb_vision`), **half-split** (NeoX) pairing: lane `j` and `j + d/2`
+/// rotate together. With `f_i = theta^(−2i/(d/2))`, `i < d/4`, lane `j < d/2` has angle `row·f_j` for
+/// `j < d/4` and `col·f_(j−d/4)` after. `x`: `[t, n_heads, d]`; `rc`: `[t]` (row, col) per patch.
+pub fn rope_vision(x: &mut [f32], n_heads: usize, head_dim: usize, rc: &[[u32; 2]], theta: f32) {
+    let (half, quarter) = (head_dim / 2, head_dim / 4);
+    let inv: Vec<f32> = (0..quarter).map(|i| 1.0 / theta.powf((2 * i) as f32 / half as f32)).collect();
+    let mut cos = vec![0.0f32; half];
+    let mut sin = vec![0.0f32; half];
+    for (row, &[r, c]) in x.chunks_exact_mut(n_heads * head_dim).zip(rc) {
+        for j in 0..half {
+            // f32 angle, as transformers forms `position * inv_freq` in f32.
+            let angle = if j < quarter { r as f32 * inv[j] } else { c as f32 * inv[j - quarter] };
+            cos[j] = angle.cos();
+            sin[j] = angle.sin();
+        }
+        for head in row.chunks_exact_mut(head_dim) {
+            let (lo, hi) = head.split_at_mut(half);
+            for j in 0..half {
+                let (a, b) = (lo[j], hi[j]);
+                lo[j] = a * cos[j] - b * sin[j];
+                hi[j] = b * cos[j] + a * sin[j];
+            }
+        }
+    }
+}
+
+/// Slow twin of [`rope_vision`]: per element from the formula in f64.
+pub fn rope_vision_slow(x: &mut [f32], n_heads: usize, head_dim: usize, rc: &[[u32; 2]], theta: f32) {
+    let (half, quarter) = (head_dim / 2, head_dim / 4);
+    for (t, &[r, c]) in rc.iter().enumerate() {
+        for h in 0..n_heads {
+            let base = (t * n_heads + h) * head_dim;
+            for j in 0..half {
+                let (pos, i) = if j < quarter { (r, j) } else { (c, j - quarter) };
+                let angle = pos as f64 / (theta as f64).powf(2.0 * i as f64 / half as f64);
+                let (a, b) = (x[base + j] as f64, x[base + half + j] as f64);
+                x[base + j] = (a * angle.cos() - b * angle.sin()) as f32;
+                x[base + half + j] = (b * angle.cos() + a * angle.sin()) as f32;
             }
         }
     }

@@ -72,6 +72,93 @@ impl Default for VideoConfig {
     }
 }
 
+impl VideoConfig {
+    /// Reads `dir/video_preprocessor_config.json` (transformers' `Ernie4_5_VLMoeVideoProcessor`
+    /// keys: `size.{shortest_edge,longest_edge}` (or `min_pixels` / `max_pixels`), `patch_size`,
+    /// `merge_size`, `temporal_patch_size`, `min_frames`, `max_frames`, `fps`, `num_frames`,
+    /// `draw_on_frames`, `do_resize`); a missing file gives the processor defaults ([`Default`]).
+    ///
+    /// Errors: [`Error::Json`], [`Error::ConfigField`] naming a key of the wrong type or range.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("video_preprocessor_config.json");
+        if !path.exists() {
+            return Ok(Self::default());
+        }
+        let json = crate::text::read_json(&path)?;
+        Self::from_json(&path, &json)
+    }
+
+    /// Parses an already-loaded video preprocessor config (`path` names it in errors).
+    pub fn from_json(path: &Path, json: &serde_json::Value) -> Result<Self> {
+        use serde_json::Value as Json;
+        let field_err = |field: &str, problem: String| Error::ConfigField { path: path.to_path_buf(), field: field.into(), problem };
+        let obj = json.as_object().ok_or_else(|| field_err("<root>", "expected a JSON object".into()))?;
+        let d = Self::default();
+        let uint = |key: &str, default: u64| -> Result<u64> {
+            match obj.get(key) {
+                None | Some(Json::Null) => Ok(default),
+                Some(v) => v.as_u64().ok_or_else(|| field_err(key, format!("expected a non-negative integer, got {v}"))),
+            }
+        };
+        let opt_uint = |key: &str| -> Result<Option<u64>> {
+            match obj.get(key) {
+                None | Some(Json::Null) => Ok(None),
+                Some(v) => v.as_u64().map(Some).ok_or_else(|| field_err(key, format!("expected a non-negative integer, got {v}"))),
+            }
+        };
+        let boolean = |key: &str, default: bool| -> Result<bool> {
+            match obj.get(key) {
+                None | Some(Json::Null) => Ok(default),
+                Some(v) => v.as_bool().ok_or_else(|| field_err(key, format!("expected true/false, got {v}"))),
+            }
+        };
+        let (mut min_pixels, mut max_pixels) = (uint("min_pixels", d.min_pixels)?, uint("max_pixels", d.max_pixels)?);
+        if let Some(size) = obj.get("size").filter(|v| !v.is_null()) {
+            let size = size.as_object().ok_or_else(|| field_err("size", "expected an object".into()))?;
+            for (key, slot) in [("shortest_edge", &mut min_pixels), ("longest_edge", &mut max_pixels)] {
+                match size.get(key) {
+                    None | Some(Json::Null) => {}
+                    Some(v) => *slot = v.as_u64().ok_or_else(|| field_err(&format!("size.{key}"), format!("expected an integer, got {v}")))?,
+                }
+            }
+        }
+        let fps = match obj.get("fps") {
+            None | Some(Json::Null) => d.sampling.fps,
+            Some(v) => Some(v.as_f64().filter(|f| *f > 0.0 && f.is_finite()).ok_or_else(|| field_err("fps", format!("expected a positive number, got {v}")))?),
+        };
+        let sampling = SamplingConfig {
+            fps,
+            num_frames: opt_uint("num_frames")?.map(|n| n as usize),
+            min_frames: uint("min_frames", d.sampling.min_frames as u64)? as usize,
+            max_frames: uint("max_frames", d.sampling.max_frames as u64)? as usize,
+            temporal_patch_size: uint("temporal_patch_size", d.sampling.temporal_patch_size as u64)? as usize,
+        };
+        let cfg = VideoConfig {
+            sampling,
+            patch_size: uint("patch_size", d.patch_size as u64)? as usize,
+            merge_size: uint("merge_size", d.merge_size as u64)? as usize,
+            min_pixels,
+            max_pixels,
+            draw_timestamps: boolean("draw_on_frames", d.draw_timestamps)?,
+            resize_frames: boolean("do_resize", d.resize_frames)?,
+        };
+        for (name, v) in [
+            ("patch_size", cfg.patch_size),
+            ("merge_size", cfg.merge_size),
+            ("temporal_patch_size", cfg.sampling.temporal_patch_size),
+            ("max_frames", cfg.sampling.max_frames),
+        ] {
+            if v == 0 || v > 100_000 {
+                return Err(field_err(name, format!("{v} is out of range 1..=100000")));
+            }
+        }
+        if cfg.sampling.min_frames > cfg.sampling.max_frames {
+            return Err(field_err("min_frames", format!("{} exceeds max_frames {}", cfg.sampling.min_frames, cfg.sampling.max_frames)));
+        }
+        Ok(cfg)
+    }
+}
+
 /// What the container says about the video stream (after a demux scan for files).
 #[derive(Clone, Debug, PartialEq)]
 pub struct VideoMeta {

@@ -1,0 +1,258 @@
+//! `ernie caption [--model DIR] [--image F]... [--video F]... [--prompt TEXT]`: multimodal
+//! captioning with an ERNIE-4.5-VL checkpoint, streamed to stdout. Without `--model` it uses the
+//! built-in demo checkpoint (random weights, real tokenizer; created on first use in the cache
+//! directory). `--routing-stats PATH` writes per-layer expert load by modality as JSON (PATH) and
+//! a heatmap PNG (PATH with the extension `.png`).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ernie_runtime::demo::{default_cache_dir, ensure_demo_checkpoint};
+use ernie_runtime::routing_stats::RoutingStats;
+use ernie_runtime::model::Mlp;
+use ernie_runtime::trace::Trace;
+use ernie_runtime::{ElasticOptions, Engine, GenerateRequest, LayerSpec, MediaInput, PrefillTrace, SamplingParams};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokenizers_mm::{StreamPrompt, TokenStream};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// ERNIE-4.5-VL checkpoint directory (Hugging Face 5.x or original layout). Default: the
+    /// built-in demo checkpoint (random weights: the caption is gibberish by construction).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// An image to caption (repeatable; PNG, JPEG, WebP, GIF, BMP, TIFF).
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// A video to caption (repeatable; needs a build with `--features ffmpeg`, except GIFs).
+    #[arg(long = "video")]
+    videos: Vec<PathBuf>,
+    /// The instruction. `<image>` / `<video>` markers place the media inside it; without markers
+    /// the media come first. Default: "Describe this image." / "Describe this video.".
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Maximum number of new tokens.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Keep the k most likely tokens when sampling (0 = all).
+    #[arg(long, default_value_t = 0)]
+    sample_top_k: usize,
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output format: the caption streamed as text, or one JSON object at the end.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Write per-layer expert load by modality (prompt and generated tokens) to this JSON file,
+    /// and the experts × layers heatmap (one panel per modality) next to it as .png.
+    #[arg(long)]
+    routing_stats: Option<PathBuf>,
+    /// Elastic depth: keep these decoder layers ("0,1,4-27") or this many.
+    #[arg(long)]
+    layers: Option<LayerSpec>,
+    /// Elastic sparsity: experts per token in every routing group, overriding moe_k.
+    #[arg(long)]
+    top_k: Option<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let model_dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => demo_checkpoint()?,
+    };
+    let progress = Progress::new();
+    progress.stage("loading the checkpoint");
+    let t0 = Instant::now();
+    let elastic = ElasticOptions { layers: args.layers.clone(), experts: None, top_k: args.top_k };
+    let engine = Engine::load_with(&model_dir, &elastic).with_context(|| format!("loading {}", model_dir.display()))?;
+    if !engine.is_multimodal() {
+        bail!("{} is a text checkpoint; `ernie caption` needs ERNIE-4.5-VL (use `ernie generate` for text)", model_dir.display());
+    }
+    let load_secs = t0.elapsed().as_secs_f64();
+
+    progress.stage("preprocessing media");
+    let t1 = Instant::now();
+    let inputs: Vec<MediaInput> =
+        args.images.iter().cloned().map(MediaInput::Image).chain(args.videos.iter().cloned().map(MediaInput::Video)).collect();
+    let media = engine.load_media(&inputs)?;
+    let text = args.prompt.clone().unwrap_or_else(|| default_prompt(args.images.len(), args.videos.len()));
+    let stream = engine.build_stream(&StreamPrompt::user(&text, args.images.len(), args.videos.len(), 0), media)?;
+    let prep_secs = t1.elapsed().as_secs_f64();
+
+    progress.stage(&format!("prefill: vision encoder and {} prompt tokens", stream.input_ids.len()));
+    let req = GenerateRequest {
+        sampling: SamplingParams { temperature: args.temperature, top_k: args.sample_top_k, top_p: args.top_p, seed: args.seed },
+        max_new_tokens: args.max_tokens,
+    };
+    let mut keep = PrefillTrace::default();
+    let want_stats = args.routing_stats.is_some();
+    let mut gen = engine.start_generation_stream(&stream, &req, want_stats.then_some(&mut keep))?;
+    if want_stats {
+        gen.record_routing();
+    }
+    progress.decoding(args.max_tokens as u64);
+    let streaming = args.format == Format::Text;
+    let mut stdout = std::io::stdout().lock();
+    while let Some(step) = gen.step()? {
+        progress.inc();
+        if streaming && !step.text.is_empty() {
+            // A closed pipe is not worth aborting generation for.
+            let _ = stdout.write_all(step.text.as_bytes()).and_then(|_| stdout.flush());
+        }
+    }
+    progress.finish();
+    let decode_routing = gen.take_routing();
+    let out = gen.finish();
+    if streaming {
+        writeln!(stdout)?;
+    } else {
+        writeln!(stdout, "{}", serde_json::json!({ "token_ids": out.token_ids, "text": out.text }))?;
+    }
+
+    if let Some(path) = &args.routing_stats {
+        let stats = routing_stats(&engine, &stream, &keep.trace, &decode_routing);
+        stats.write_json(path).with_context(|| format!("writing {}", path.display()))?;
+        let png = path.with_extension("png");
+        stats.write_heatmap_png(&png).with_context(|| format!("writing {}", png.display()))?;
+        eprintln!("routing stats: {} and {}", path.display(), png.display());
+    }
+    let n = out.token_ids.len();
+    eprintln!(
+        "load {load_secs:.2} s; preprocess {prep_secs:.2} s; prefill {} tokens in {:.3} s ({:.1} tok/s); decode {n} tokens in {:.3} s ({:.1} tok/s); stop: {:?}",
+        out.prompt_tokens,
+        out.prefill_secs,
+        out.prompt_tokens as f64 / out.prefill_secs.max(1e-9),
+        out.decode_secs,
+        n.saturating_sub(1) as f64 / out.decode_secs.max(1e-9),
+        out.stop,
+    );
+    if let Some(kib) = crate::peak_rss_kib() {
+        eprintln!("peak RSS: {:.1} MiB", kib as f64 / 1024.0);
+    }
+    Ok(())
+}
+
+fn default_prompt(images: usize, videos: usize) -> String {
+    match (images, videos) {
+        (0, 0) => "Describe what you can do.".into(),
+        (1, 0) => "Describe this image.".into(),
+        (_, 0) => "Describe these images.".into(),
+        (0, 1) => "Describe this video.".into(),
+        _ => "Describe these images and videos.".into(),
+    }
+}
+
+/// The demo checkpoint, created on first use; says once, on stderr, what it is.
+fn demo_checkpoint() -> Result<PathBuf> {
+    let cache = default_cache_dir();
+    let (dir, created) = ensure_demo_checkpoint(&cache).with_context(|| format!("creating the demo checkpoint under {}", cache.display()))?;
+    if created {
+        eprintln!("created the demo checkpoint at {}", dir.display());
+    }
+    eprintln!(
+        "note: no --model given, so this runs the built-in demo checkpoint: the ERNIE-4.5-VL layout with seeded random \
+         weights, so the caption is gibberish. For real captions pass --model /path/to/ERNIE-4.5-VL-28B-A3B-PT (or -Paddle converted to Hugging Face layout)."
+    );
+    Ok(dir)
+}
+
+/// Expert load by modality: prompt tokens from the prefill trace (per stream modality), generated
+/// tokens as text.
+fn routing_stats(engine: &Engine, stream: &TokenStream, prefill: &Trace, decode: &[Trace]) -> RoutingStats {
+    let mut stats = RoutingStats::new();
+    for (&layer, groups) in &prefill.group_routing {
+        for g in groups {
+            let (k, e) = (g.routing.top_k, num_experts(engine, layer, g.group));
+            for modality in 0..4u8 {
+                let ids: Vec<u32> = g
+                    .tokens
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &tok)| stream.modality.get(tok as usize) == Some(&modality))
+                    .flat_map(|(i, _)| g.routing.expert_ids[i * k..(i + 1) * k].iter().copied())
+                    .collect();
+                if !ids.is_empty() {
+                    stats.add(layer, modality, e, k, &ids);
+                }
+            }
+        }
+    }
+    for trace in decode {
+        for (&layer, groups) in &trace.group_routing {
+            for g in groups {
+                stats.add(layer, 0, num_experts(engine, layer, g.group), g.routing.top_k, &g.routing.expert_ids);
+            }
+        }
+    }
+    stats
+}
+
+/// Routed experts of `group` in checkpoint layer `layer`.
+fn num_experts(engine: &Engine, layer: usize, group: usize) -> usize {
+    engine
+        .model
+        .layers
+        .iter()
+        .find(|l| l.index == layer)
+        .and_then(|l| match &l.mlp {
+            Mlp::Grouped(m) => m.groups.get(group).map(|b| b.router.num_experts),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// A progress line on stderr, only when stderr is a terminal (indicatif).
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new_spinner();
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        Progress { bar }
+    }
+
+    fn stage(&self, what: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(what.to_string());
+        }
+    }
+
+    fn decoding(&self, max: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(max);
+            b.set_position(0);
+            b.set_style(ProgressStyle::with_template("{spinner} decoding {pos}/{len} tokens {per_sec}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        }
+    }
+
+    fn inc(&self) {
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The multimodal half of [`Engine`]: media files → [`MediaItem`]s (tokenizers-mm, with the
+//! checkpoint's processor configs) → [`TokenStream`] → VL prefill → the ordinary decode loop.
+//!
+//! ```no_run
+//! # use ernie_runtime::{Engine, GenerateRequest, MediaInput};
+//! # fn main() -> ernie_runtime::Result<()> {
+//! let engine = Engine::load(std::path::Path::new("ERNIE-4.5-VL-28B-A3B-PT"))?;
+//! let media = engine.load_media(&[MediaInput::Image("cat.jpg".into())])?;
+//! let stream = engine.build_stream(&tokenizers_mm::StreamPrompt::user("Describe the image.", 1, 0, 0), media)?;
+//! let out = engine.generate_stream(&stream, &GenerateRequest { sampling: Default::default(), max_new_tokens: 64 }, &mut |t| print!("{t}"), None)?;
+//! # Ok(()) }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tokenizers_mm::image::{ImageProcessor, ImageProcessorConfig};
+use tokenizers_mm::video::{load_video, VideoConfig};
+use tokenizers_mm::{build_stream, Limits, MediaItem, PositionRule, StreamConfig, StreamPrompt, TokenStream, VideoPlaceholder};
+
+use super::{prefill, PrefillTrace, VisionStack};
+use crate::device::DeviceCache;
+use crate::engine::{Engine, GenerateRequest, Generation};
+use crate::generator::Generator;
+use crate::model::Logits;
+use crate::weights::read_json;
+use crate::{Error, Result};
+
+/// A media file for a multimodal prompt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaInput {
+    Image(PathBuf),
+    Video(PathBuf),
+}
+
+/// What a VL engine holds besides the decoder.
+pub struct VlParts {
+    pub vision: VisionStack,
+    pub image: ImageProcessor,
+    pub video: VideoConfig,
+    /// Caps on input files (bytes, pixels, frames), checked before decoding.
+    pub limits: Limits,
+    /// How the stream lays out video placeholders and 3-D positions.
+    pub stream: StreamConfig,
+}
+
+/// Whether `dir/config.json` names a VL model type. Errors: unreadable or malformed config.json.
+pub fn is_vl_checkpoint(dir: &Path) -> Result<bool> {
+    let v: Value = read_json(&dir.join("config.json"))?;
+    Ok(matches!(v.get("model_type").and_then(Value::as_str), Some("ernie4_5_vl_moe" | "ernie4_5_moe_vl")))
+}
+
+impl VlParts {
+    /// Processor configs from `dir` (`preprocessor_config.json` must exist for a VL checkpoint;
+    /// `video_preprocessor_config.json` defaults to the HF processor's values). The stream uses
+    /// the vLLM / original position rule (spec §3.6) and the HF video placeholder when the
+    /// config has a distinct `video_token_id`, else the image placeholder (original format).
+    pub fn load(dir: &Path, vision: VisionStack) -> Result<VlParts> {
+        let image = ImageProcessor::new(ImageProcessorConfig::from_dir(dir)?);
+        let video = VideoConfig::from_dir(dir)?;
+        let t = &vision.cfg.tokens;
+        let video_placeholder = if t.video != t.image { VideoPlaceholder::Hf } else { VideoPlaceholder::Original };
+        let stream = StreamConfig { rule: PositionRule::Ernie45Vl, video_placeholder };
+        Ok(VlParts { vision, image, video, limits: Limits::default(), stream })
+    }
+}
+
+impl Engine {
+    /// Whether the checkpoint reads images and video.
+    pub fn is_multimodal(&self) -> bool {
+        self.vl.is_some()
+    }
+
+    /// The vision side, for a VL checkpoint.
+    pub fn vision(&self) -> Option<&VisionStack> {
+        self.vl.as_ref().map(|v| &v.vision)
+    }
+
+    /// Sets the 3-D position rule of streams built by [`Engine::build_stream`] (default: the
+    /// vLLM / original rule; `Ernie45VlHf` reproduces transformers 5.x after videos).
+    pub fn set_position_rule(&mut self, rule: PositionRule) {
+        if let Some(v) = self.vl.as_mut() {
+            v.stream.rule = rule;
+        }
+    }
+
+    fn vl(&self) -> Result<&VlParts> {
+        self.vl.as_ref().ok_or_else(|| Error::Request(format!("{} is a text-only checkpoint; images and video need an ERNIE-4.5-VL checkpoint", self.dir().display())))
+    }
+
+    /// Decodes and preprocesses media files with the checkpoint's processor settings.
+    ///
+    /// Errors: [`Error::Request`] for a text-only checkpoint; [`Error::Tokenizer`] naming the file
+    /// for unreadable, malformed, oversized or unsupported media (video files need the `ffmpeg`
+    /// feature; GIFs do not).
+    pub fn load_media(&self, inputs: &[MediaInput]) -> Result<Vec<MediaItem>> {
+        let vl = self.vl()?;
+        inputs
+            .iter()
+            .map(|input| match input {
+                MediaInput::Image(p) => Ok(vl.image.process_file(p)?.into_media_item()),
+                MediaInput::Video(p) => Ok(load_video(p, &vl.video, &vl.limits)?.into_media_item(&vl.video)?),
+            })
+            .collect()
+    }
+
+    /// Lays out a prompt and its media as one token stream (ids, 3-D positions, modality).
+    ///
+    /// Errors: [`Error::Request`] for a text-only checkpoint or one without tokenizer.json;
+    /// [`Error::Tokenizer`] for marker / media count mismatches.
+    pub fn build_stream(&self, prompt: &StreamPrompt, media: Vec<MediaItem>) -> Result<TokenStream> {
+        let vl = self.vl()?;
+        Ok(build_stream(self.tokenizer()?, prompt, media, &vl.stream)?)
+    }
+
+    /// [`Engine::start_generation`] for a multimodal stream: the VL prefill (vision tower,
+    /// resampler, 3-D positions, routing groups), then decode steps as for text. With `keep`,
+    /// the prefill's intermediates and routing are recorded there.
+    ///
+    /// Errors: [`Error::Request`] for a text-only checkpoint, a CUDA engine (the VL model runs on
+    /// CPU), or no room for the prompt; the errors of [`super::prefill`].
+    pub fn start_generation_stream<'e>(&'e self, stream: &TokenStream, req: &GenerateRequest, mut keep: Option<&mut PrefillTrace>) -> Result<Generator<'e>> {
+        let vl = self.vl()?;
+        self.start_with_prefill(stream.input_ids.len(), req, &mut |engine, cache| match cache {
+            DeviceCache::Cpu(c) => prefill(&engine.model, &vl.vision, stream, c, Logits::Last, keep.as_deref_mut()),
+            _ => Err(Error::Request("the VL model runs on CPU only; drop --device cuda".into())),
+        })
+    }
+
+    /// Generates from a multimodal stream (see [`Engine::start_generation_stream`]); `on_text`
+    /// receives text deltas as they become valid UTF-8.
+    pub fn generate_stream(&self, stream: &TokenStream, req: &GenerateRequest, on_text: &mut dyn FnMut(&str), keep: Option<&mut PrefillTrace>) -> Result<Generation> {
+        self.start_generation_stream(stream, req, keep)?.run(on_text, &|| false)
+    }
+
+    /// The checkpoint directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}

@@ -1,0 +1,160 @@
+//! Malformed VL configs, checkpoints and streams: each gives a typed error naming what is wrong,
+//! never a panic (the VL counterpart of `tests/loader.rs`).
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use ernie_runtime::vl::prefill;
+use ernie_runtime::{Engine, Error, KvCache, Logits, MediaInput};
+use serde_json::{json, Value};
+use tokenizers_mm::{MediaItem, MediaKind, MediaTensor, StreamPrompt, TokenLayout};
+
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempdir();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    dir
+}
+
+fn load_err(dir: &Path) -> Error {
+    match Engine::load(dir) {
+        Ok(_) => panic!("{} loaded but should not", dir.display()),
+        Err(e) => e,
+    }
+}
+
+fn edit_config(dir: &Path, f: impl Fn(&mut Value)) {
+    let path = dir.join("config.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&path, v.to_string()).unwrap();
+}
+
+#[test]
+fn bad_vl_config_values_are_named() {
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        ("mrope sum", Box::new(|v| v["text_config"]["rope_parameters"]["mrope_section"] = json!([3, 3, 3])), "rope_parameters.mrope_section"),
+        ("mrope h != w", Box::new(|v| v["text_config"]["rope_parameters"]["mrope_section"] = json!([4, 2, 2])), "rope_parameters.mrope_section"),
+        ("three groups", Box::new(|v| v["text_config"]["moe_intermediate_size"] = json!([32, 16, 8])), "moe_intermediate_size"),
+        ("moe_k too big", Box::new(|v| v["text_config"]["moe_k"] = json!(9)), "moe_k"),
+        ("vision heads", Box::new(|v| v["vision_config"]["num_heads"] = json!(3)), "vision_config.num_heads"),
+        ("temporal merge", Box::new(|v| v["vision_config"]["temporal_merge_size"] = json!(3)), "vision_config.temporal_merge_size"),
+        ("vision act", Box::new(|v| v["vision_config"]["hidden_act"] = json!("relu")), "vision_config.hidden_act"),
+        ("token id", Box::new(|v| v["image_token_id"] = json!(5000)), "image_token_id"),
+        ("routing", Box::new(|v| v["text_config"]["moe_routing"] = json!("random")), "moe_routing"),
+        ("text_config type", Box::new(|v| v["text_config"] = json!([1])), "text_config"),
+    ];
+    for (what, edit, key) in cases {
+        let dir = copy_fixture("vl-moe-f32");
+        edit_config(dir.path(), edit);
+        match load_err(dir.path()) {
+            Error::Config { key: k, reason } => assert_eq!(k, key, "{what}: {reason}"),
+            e => panic!("{what}: wrong error: {e}"),
+        }
+    }
+}
+
+#[test]
+fn differing_per_group_layer_ranges_are_refused_not_guessed() {
+    let dir = copy_fixture("vl-moe-orig-f32");
+    edit_config(dir.path(), |v| v["moe_layer_start_index"] = json!([1, 2]));
+    match load_err(dir.path()) {
+        Error::Config { key, reason } => assert!(key == "moe_layer_start_index" && reason.contains("dense fallback"), "{key}: {reason}"),
+        e => panic!("wrong error: {e}"),
+    }
+}
+
+#[test]
+fn missing_vision_and_expert_tensors_are_all_listed() {
+    let mut t = read_checkpoint(&fixture("vl-moe-f32"));
+    t.remove("model.vision_tower.blocks.1.attn.qkv.bias");
+    t.remove("model.resampler_model.after_norm.weight");
+    t.remove("model.language_model.layers.2.mlp.vision_moe.experts.down_proj");
+    let dir = tempdir();
+    write_checkpoint(&fixture("vl-moe-f32"), dir.path(), &t);
+    match load_err(dir.path()) {
+        Error::TensorSet { missing, unused } => {
+            assert_eq!(
+                missing,
+                vec![
+                    "model.layers.2.mlp.vision_moe.experts.down_proj".to_string(),
+                    "model.vision_tower.blocks.1.attn.qkv.bias".to_string(),
+                    "model.resampler_model.after_norm.weight".to_string(),
+                ]
+            );
+            assert!(unused.is_empty());
+        }
+        e => panic!("wrong error: {e}"),
+    }
+}
+
+#[test]
+fn wrong_vision_shape_is_named() {
+    let mut t = read_checkpoint(&fixture("vl-moe-f32"));
+    let mut p = t["model.vision_tower.patch_embed.proj.weight"].clone();
+    p.shape = vec![p.shape[1], p.shape[0]];
+    t.insert("model.vision_tower.patch_embed.proj.weight".into(), p);
+    let dir = tempdir();
+    write_checkpoint(&fixture("vl-moe-f32"), dir.path(), &t);
+    assert!(matches!(load_err(dir.path()), Error::TensorShape { name, .. } if name == "model.vision_tower.patch_embed.proj.weight"));
+}
+
+#[test]
+fn truncated_and_bit_flipped_vl_checkpoints_never_panic() {
+    let bytes = std::fs::read(fixture("vl-moe-f32").join("model.safetensors")).unwrap();
+    for cut in [0, 7, 100, bytes.len() / 2, bytes.len() - 1] {
+        let dir = copy_fixture("vl-moe-f32");
+        std::fs::write(dir.path().join("model.safetensors"), &bytes[..cut]).unwrap();
+        assert!(matches!(load_err(dir.path()), Error::Safetensors { .. } | Error::Io { .. }), "cut at {cut}");
+    }
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    for i in (8..8 + header_len).step_by(97) {
+        let mut b = bytes.clone();
+        b[i] ^= 0x5a;
+        let dir = copy_fixture("vl-moe-f32");
+        std::fs::write(dir.path().join("model.safetensors"), &b).unwrap();
+        // Any outcome but a panic: a flipped byte may land in a tensor name, a shape or a number.
+        let _ = Engine::load(dir.path());
+    }
+}
+
+#[test]
+fn streams_that_do_not_fit_the_checkpoint_are_errors() {
+    let engine = Engine::load(&fixture("vl-moe-f32")).unwrap();
+    let vision = engine.vision().unwrap();
+    let item = |kind, grid: [usize; 3], rows: usize, layout| MediaItem {
+        kind,
+        source: "synthetic".into(),
+        tensor: MediaTensor { shape: vec![rows, 588], data: vec![0.1; rows * 588], channels: 3 },
+        grid_thw: Some(grid),
+        layout,
+        details: serde_json::Map::new(),
+    };
+    let run = |m: MediaItem| -> Error {
+        let kind = m.kind;
+        let prompt = StreamPrompt::user("x", usize::from(kind == MediaKind::Image), usize::from(kind == MediaKind::Video), 0);
+        let stream = match engine.build_stream(&prompt, vec![m]) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let mut cache = KvCache::new(&engine.model.cfg, stream.input_ids.len()).unwrap();
+        prefill(&engine.model, vision, &stream, &mut cache, Logits::Last, None).expect_err("must fail")
+    };
+    // Pixels that do not cover the grid.
+    assert!(matches!(run(item(MediaKind::Image, [1, 4, 4], 15, TokenLayout::Grid { t: 1, h: 2, w: 2 })), Error::ShapeMismatch { .. }));
+    // A grid that is not a multiple of the merge size.
+    assert!(matches!(run(item(MediaKind::Image, [1, 3, 4], 12, TokenLayout::Grid { t: 1, h: 1, w: 2 })), Error::ShapeMismatch { .. }));
+    // A stream reserving more tokens than the resampler gives (an odd frame count).
+    let e = run(item(MediaKind::Video, [3, 2, 2], 12, TokenLayout::Grid { t: 2, h: 1, w: 1 }));
+    assert!(matches!(&e, Error::Request(m) if m.contains("resampler")), "{e}");
+    // Media on a text-only checkpoint.
+    let text = Engine::load(&fixture("moe-f32")).unwrap();
+    assert!(matches!(text.load_media(&[MediaInput::Image("x.png".into())]), Err(Error::Request(_))));
+}
