@@ -183,3 +183,20 @@ fn vision_rope_fast_equals_slow_and_pairs_halves() {
     rope_vision(&mut v, 1, hd, &[[1, 0]], 10_000.0);
     assert!((v[0] - 1f32.cos()).abs() < 1e-6 && (v[8] - 1f32.sin()).abs() < 1e-6 && v[1] == 0.0);
 }
+
+#[test]
+fn vision_frame_attention_fast_equals_slow_and_stays_in_its_frame() {
+    use ernie_runtime::vl::vision::{frame_attention, frame_attention_slow};
+    let mut rng = StdRng::seed_from_u64(6);
+    let (nh, hd, frame) = (2, 8, 6);
+    let n = 3 * frame;
+    let (q, k, mut v) = (randv(&mut rng, n * nh * hd), randv(&mut rng, n * nh * hd), randv(&mut rng, n * nh * hd));
+    let fast = frame_attention(&q, &k, &v, nh, hd, frame);
+    let slow = frame_attention_slow(&q, &k, &v, nh, hd, frame);
+    assert!(max_rel(&fast, &slow) < 1e-5);
+    // Changing frame 2's values leaves frames 0 and 1 untouched.
+    v[2 * frame * nh * hd..].iter_mut().for_each(|x| *x += 1.0);
+    let moved = frame_attention(&q, &k, &v, nh, hd, frame);
+    assert_eq!(moved[..2 * frame * nh * hd], fast[..2 * frame * nh * hd]);
+    assert_ne!(moved[2 * frame * nh * hd..], fast[2 * frame * nh * hd..]);
+}

@@ -196,8 +196,8 @@ pub fn patch_rows_cols(grid_thw: [usize; 3], m: usize) -> Vec<[u32; 2]> {
 
 /// Bidirectional softmax attention restricted to consecutive runs of `frame_len` rows (one
 /// frame each; transformers' `cu_seqlens`), scale `hd^-0.5`, f32. `q`, `k`, `v`: `[n, heads, hd]`
-/// → `[n, heads·hd]`.
-fn frame_attention(q: &[f32], k: &[f32], v: &[f32], nh: usize, hd: usize, frame_len: usize) -> Vec<f32> {
+/// → `[n, heads·hd]`. Slow twin: [`frame_attention_slow`].
+pub fn frame_attention(q: &[f32], k: &[f32], v: &[f32], nh: usize, hd: usize, frame_len: usize) -> Vec<f32> {
     let d = nh * hd;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0.0f32; q.len()];
@@ -217,5 +217,28 @@ fn frame_attention(q: &[f32], k: &[f32], v: &[f32], nh: usize, hd: usize, frame_
             o.iter_mut().zip(vv).for_each(|(a, b)| *a += s * b);
         }
     });
+    out
+}
+
+/// Slow twin of [`frame_attention`]: per frame, per head, the full score matrix in f64 with an
+/// explicit mask-free softmax, as the formula reads.
+pub fn frame_attention_slow(q: &[f32], k: &[f32], v: &[f32], nh: usize, hd: usize, frame_len: usize) -> Vec<f32> {
+    let d = nh * hd;
+    let n = q.len() / d;
+    let mut out = vec![0.0f32; q.len()];
+    for f0 in (0..n).step_by(frame_len) {
+        for head in 0..nh {
+            let at = |x: &[f32], i: usize, c: usize| x[i * d + head * hd + c] as f64;
+            for i in f0..f0 + frame_len {
+                let s: Vec<f64> = (f0..f0 + frame_len).map(|j| (0..hd).map(|c| at(q, i, c) * at(k, j, c)).sum::<f64>() / (hd as f64).sqrt()).collect();
+                let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                for c in 0..hd {
+                    let y: f64 = s.iter().enumerate().map(|(jj, x)| (x - m).exp() / z * at(v, f0 + jj, c)).sum();
+                    out[i * d + head * hd + c] = y as f32;
+                }
+            }
+        }
+    }
     out
 }
