@@ -158,3 +158,28 @@ fn streams_that_do_not_fit_the_checkpoint_are_errors() {
     let text = Engine::load(&fixture("moe-f32")).unwrap();
     assert!(matches!(text.load_media(&[MediaInput::Image("x.png".into())]), Err(Error::Request(_))));
 }
+
+#[test]
+fn released_28b_original_config_parses_to_the_spec_values() {
+    // The original ERNIE-4.5-VL-28B-A3B-PT config keys (spec §3.1): list-valued MoE keys with
+    // end indices past the last layer ([29, 28] for 28 layers), freq_allocation, im_patch_id.
+    let v = json!({
+        "model_type": "ernie4_5_moe_vl", "hidden_size": 2560, "intermediate_size": 12288, "num_hidden_layers": 28,
+        "num_attention_heads": 20, "num_key_value_heads": 4, "head_dim": 128, "vocab_size": 103424, "rms_norm_eps": 1e-5,
+        "rope_theta": 500000, "max_position_embeddings": 131072, "tie_word_embeddings": true, "use_bias": false,
+        "moe_num_experts": [64, 64], "moe_intermediate_size": [1536, 512], "moe_k": 6, "moe_num_shared_experts": 2,
+        "moe_layer_start_index": [1, 1], "moe_layer_end_index": [29, 28], "moe_layer_interval": 1, "freq_allocation": 20,
+        "spatial_conv_size": 2, "temporal_conv_size": 2, "im_patch_id": 100295,
+        "vision_config": {"depth": 32, "embed_dim": 1280, "hidden_size": 1280, "num_heads": 16, "mlp_ratio": 4, "patch_size": 14,
+                          "spatial_merge_size": 2, "in_channels": 3, "hidden_act": "quick_gelu"}
+    });
+    let c = ernie_runtime::VlConfig::from_json(&v).unwrap();
+    let t = &c.text;
+    assert_eq!(t.mrope_section, Some(ernie_runtime::ops::MropeSection { hw_pairs: 44, t_pairs: 20 }));
+    assert_eq!(t.moe_groups.iter().map(|g| (g.num_experts, g.moe_intermediate_size, g.top_k)).collect::<Vec<_>>(), vec![(64, 1536, 6), (64, 512, 6)]);
+    assert_eq!(t.mlp_layer_types[0], ernie_runtime::MlpKind::Dense);
+    assert!(t.mlp_layer_types[1..].iter().all(|&k| k == ernie_runtime::MlpKind::Moe));
+    assert_eq!((c.vision.hidden_size, c.vision.intermediate_size, c.vision.depth, c.vision.head_dim()), (1280, 5120, 32, 80));
+    assert_eq!(c.tokens.image, 100295);
+    assert_eq!(c.tokens.video, 100295, "the original format reuses the image placeholder for video");
+}
