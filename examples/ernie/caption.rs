@@ -165,7 +165,8 @@ fn demo_checkpoint() -> Result<PathBuf> {
     }
     eprintln!(
         "note: no --model given, so this runs the built-in demo checkpoint: the ERNIE-4.5-VL layout with seeded random \
-         weights, so the caption is gibberish. For real captions pass --model /path/to/ERNIE-4.5-VL-28B-A3B-PT (or -Paddle converted to Hugging Face layout)."
+         weights, so the caption is gibberish. For real captions pass --model /path/to/ERNIE-4.5-VL-28B-A3B-PT (a Hugging Face \
+         checkpoint directory)."
     );
     Ok(dir)
 }
