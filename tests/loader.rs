@@ -108,14 +108,6 @@ fn mtp_tensors_are_kept() {
 
 // ---------- malformed checkpoints: typed errors, never panics ----------
 
-fn copy_fixture(name: &str) -> tempfile::TempDir {
-    let dir = tempdir();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
-        let p = entry.unwrap().path();
-        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
-    }
-    dir
-}
 
 fn load_err(dir: &Path) -> Error {
     match Engine::load(dir) {

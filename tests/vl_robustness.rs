@@ -11,16 +11,6 @@ use ernie_runtime::{Engine, Error, KvCache, Logits, MediaInput};
 use serde_json::{json, Value};
 use tokenizers_mm::{MediaItem, MediaKind, MediaTensor, StreamPrompt, TokenLayout};
 
-fn copy_fixture(name: &str) -> tempfile::TempDir {
-    let dir = tempdir();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
-        let p = entry.unwrap().path();
-        if p.is_file() {
-            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
-        }
-    }
-    dir
-}
 
 fn load_err(dir: &Path) -> Error {
     match Engine::load(dir) {

@@ -13,9 +13,11 @@ use ernie_runtime::demo::{default_cache_dir, ensure_demo_checkpoint};
 use ernie_runtime::routing_stats::RoutingStats;
 use ernie_runtime::model::Mlp;
 use ernie_runtime::trace::Trace;
-use ernie_runtime::{ElasticOptions, Engine, GenerateRequest, LayerSpec, MediaInput, PrefillTrace, SamplingParams};
+use ernie_runtime::{ElasticOptions, Engine, LayerSpec, MediaInput, PrefillTrace};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokenizers_mm::{StreamPrompt, TokenStream};
+
+use crate::args::{Format, Sampling};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,21 +35,8 @@ pub struct Args {
     /// the media come first. Default: "Describe this image." / "Describe this video.".
     #[arg(long)]
     prompt: Option<String>,
-    /// Maximum number of new tokens.
-    #[arg(long, default_value_t = 128)]
-    max_tokens: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    /// Keep the k most likely tokens when sampling (0 = all).
-    #[arg(long, default_value_t = 0)]
-    sample_top_k: usize,
-    /// Nucleus sampling threshold (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Random seed for sampling.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: Sampling,
     /// Output format: the caption streamed as text, or one JSON object at the end.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -61,12 +50,6 @@ pub struct Args {
     /// Elastic sparsity: experts per token in every routing group, overriding moe_k.
     #[arg(long)]
     top_k: Option<usize>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    Text,
-    Json,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -94,17 +77,14 @@ pub fn run(args: Args) -> Result<()> {
     let prep_secs = t1.elapsed().as_secs_f64();
 
     progress.stage(&format!("prefill: vision encoder and {} prompt tokens", stream.input_ids.len()));
-    let req = GenerateRequest {
-        sampling: SamplingParams { temperature: args.temperature, top_k: args.sample_top_k, top_p: args.top_p, seed: args.seed },
-        max_new_tokens: args.max_tokens,
-    };
+    let req = args.sampling.request();
     let mut keep = PrefillTrace::default();
     let want_stats = args.routing_stats.is_some();
     let mut gen = engine.start_generation_stream(&stream, &req, want_stats.then_some(&mut keep))?;
     if want_stats {
         gen.record_routing();
     }
-    progress.decoding(args.max_tokens as u64);
+    progress.decoding(args.sampling.max_tokens as u64);
     let streaming = args.format == Format::Text;
     let mut stdout = std::io::stdout().lock();
     while let Some(step) = gen.step()? {

@@ -5,8 +5,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use ernie_runtime::{Device, DeviceSpec, DraftMode, ElasticOptions, Engine, ExpertSpec, GenerateRequest, LayerSpec, Prompt, SamplingParams};
+use ernie_runtime::{Device, DeviceSpec, DraftMode, ElasticOptions, Engine, ExpertSpec, LayerSpec, Prompt};
 use tokenizers_mm::ChatMessage;
+
+use crate::args::{Format, Sampling};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,21 +18,8 @@ pub struct Args {
     /// The user's message (or the whole prompt with --raw).
     #[arg(long)]
     prompt: String,
-    /// Maximum number of new tokens.
-    #[arg(long, default_value_t = 128)]
-    max_tokens: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    /// Keep the k most likely tokens when sampling (0 = all).
-    #[arg(long, default_value_t = 0)]
-    sample_top_k: usize,
-    /// Nucleus sampling threshold (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Random seed for sampling.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: Sampling,
     /// Use the prompt text as is: no chat template, special-token text allowed.
     #[arg(long)]
     raw: bool,
@@ -57,12 +46,6 @@ pub struct Args {
     device: DeviceSpec,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Format {
-    Text,
-    Json,
-}
-
 pub fn run(args: Args) -> Result<()> {
     // Open the device first: a missing GPU or CUDA build fails before the weights are read.
     let device = Device::open(args.device).with_context(|| format!("opening device {}", args.device))?;
@@ -75,10 +58,7 @@ pub fn run(args: Args) -> Result<()> {
         Prompt::Chat(vec![ChatMessage { role: "user".into(), content: args.prompt.clone() }])
     };
     let ids = engine.encode_prompt(&prompt)?;
-    let req = GenerateRequest {
-        sampling: SamplingParams { temperature: args.temperature, top_k: args.sample_top_k, top_p: args.top_p, seed: args.seed },
-        max_new_tokens: args.max_tokens,
-    };
+    let req = args.sampling.request();
     let stream = matches!(args.format, Format::Text);
     let mut stdout = std::io::stdout().lock();
     let (gen, drafts) = engine.generate_speculative(&ids, &req, args.draft_tokens, &mut |s| {

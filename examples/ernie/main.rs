@@ -1,6 +1,7 @@
 //! `ernie`: the command-line front end. Each subcommand parses its arguments, calls the runtime's
 //! `Engine`, and prints; no model logic lives here.
 
+mod args;
 mod caption;
 mod generate;
 mod inspect;

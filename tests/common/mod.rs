@@ -92,6 +92,18 @@ pub fn stack0(parts: &[&RawTensor]) -> RawTensor {
     RawTensor { dtype: parts[0].dtype, shape, data: parts.iter().flat_map(|p| p.data.clone()).collect() }
 }
 
+/// A temporary copy of fixture `name` (its files; subfolders such as `reference/` are skipped).
+pub fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempdir();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    dir
+}
+
 /// A temporary directory that lives as long as the value.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
