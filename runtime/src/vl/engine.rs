@@ -29,14 +29,19 @@ use crate::{Error, Result};
 /// A media file for a multimodal prompt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MediaInput {
+    /// An image file (PNG, JPEG, WebP, GIF, BMP, TIFF).
     Image(PathBuf),
+    /// A video file (libav formats with the `ffmpeg` feature; GIF always).
     Video(PathBuf),
 }
 
 /// What a VL engine holds besides the decoder.
 pub struct VlParts {
+    /// Vision tower + resampler.
     pub vision: VisionStack,
+    /// Image preprocessing from `preprocessor_config.json`.
     pub image: ImageProcessor,
+    /// Video preprocessing from `video_preprocessor_config.json`.
     pub video: VideoConfig,
     /// Caps on input files (bytes, pixels, frames), checked before decoding.
     pub limits: Limits,

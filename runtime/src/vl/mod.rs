@@ -37,8 +37,11 @@ use crate::{Error, Result};
 
 /// The vision side of a VL checkpoint.
 pub struct VisionStack {
+    /// The whole VL configuration (language model, vision tower, token ids).
     pub cfg: VlConfig,
+    /// Pixels → `[patches, d]`.
     pub tower: VisionTower,
+    /// `[patches, d]` → `[tokens, hidden]`.
     pub resampler: Resampler,
 }
 
