@@ -271,8 +271,8 @@ fn every_error_status() {
         (chat.as_str(), json!({"messages": [{"role": "tool", "content": "x"}]}).to_string(), 400, "role \"tool\""),
         (chat.as_str(), user(json!([{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}])).to_string(), 400, "remote image URLs are refused"),
         (chat.as_str(), user(json!([{"type": "image_url", "image_url": {"url": "/etc/passwd"}}])).to_string(), 400, "local image paths are refused"),
-        (chat.as_str(), user(json!([{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}])).to_string(), 400, "not supported yet"),
-        (chat.as_str(), user(json!([{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}])).to_string(), 400, "audio inputs are not supported yet"),
+        (chat.as_str(), user(json!([{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}])).to_string(), 400, "need a vision-language checkpoint"),
+        (chat.as_str(), user(json!([{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}])).to_string(), 400, "audio inputs are not supported"),
         (emb.as_str(), format!("{{\"input\": \"{}\"}}", "a".repeat(70_000)), 413, "exceeds the limit of 65536 bytes"),
     ];
     for (url, body, status, needle) in cases {
@@ -532,4 +532,33 @@ fn load_run_matches_library() {
         pct(0.99)
     );
     assert!(server.drains_within(Duration::from_secs(10)));
+}
+
+/// The VL checkpoint over HTTP: an inline PNG gives the same prompt ids and greedy completion as
+/// transformers (the `image` case of `tests/fixtures/vl-moe-f32/reference`).
+#[test]
+fn vl_chat_with_an_inline_image_matches_transformers() {
+    let server = Server::start_dir(&fixture("vl-moe-f32"), &["--max-body-bytes", "4000000", "--max-prompt-tokens", "512"]);
+    server.wait_ready();
+    let png = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/media/astronaut_rgb_512x512.png")).unwrap();
+    let uri = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png));
+    let body = json!({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": "Describe this image."}]}],
+        "max_tokens": 32, "temperature": 0, "return_token_ids": true});
+    let (status, v) = post(&agent(), &server.url("/v1/chat/completions"), &body);
+    assert_eq!(status, 200, "{v}");
+    let reference = std::fs::read(fixture("vl-moe-f32").join("reference/image.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&reference).unwrap();
+    let ids = |name: &str| -> Vec<u64> {
+        st.tensor(name).unwrap().data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u64).collect()
+    };
+    let got = |key: &str| -> Vec<u64> { v[key].as_array().or_else(|| v["choices"][0][key].as_array()).unwrap().iter().map(|x| x.as_u64().unwrap()).collect() };
+    assert_eq!(got("prompt_token_ids"), ids("input_ids"), "prompt ids");
+    assert_eq!(got("token_ids"), ids("greedy_ids"), "greedy completion");
+    // Corrupt image bytes are the client's fault: 400 naming the problem, and the server lives on.
+    let bad = json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgoAAAAA"}}]}]});
+    let (status, v) = post(&agent(), &server.url("/v1/chat/completions"), &bad);
+    assert_eq!(status, 400, "{v}");
+    let (status, _) = get(&agent(), &server.url("/health"));
+    assert_eq!(status, 200);
 }

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use ernie_runtime::{EmbedInput, Error as RuntimeError};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokenizers_mm::ChatMessage;
+use tokenizers_mm::{ChatMessage, MediaKind, MmMessage, Part};
 
 /// An error response. `kind` is OpenAI's `type`; `code` a stable machine-readable name.
 #[derive(Clone, Debug)]
@@ -189,48 +189,61 @@ impl ChatRequest {
     }
 }
 
-/// Turns OpenAI messages into chat-template messages: text content only until the media path
-/// exists; media parts get a 400 that says why (and remote URLs / local paths are refused outright,
-/// since this server never fetches anything on a client's behalf).
-pub fn chat_messages(messages: &[InMessage]) -> Result<Vec<ChatMessage>, ApiError> {
+/// A chat request's prompt: text messages for the chat template, or, when any message carries an
+/// image, ERNIE-4.5-VL chat messages with their parts in order plus the images' bytes.
+#[derive(Debug)]
+pub enum ChatPrompt {
+    Text(Vec<ChatMessage>),
+    Media { messages: Vec<MmMessage>, images: Vec<Vec<u8>> },
+}
+
+/// Turns OpenAI messages into a [`ChatPrompt`]. Images come inline as `data:` URIs (base64);
+/// remote URLs and local paths are refused outright, since this server never fetches anything on
+/// a client's behalf. Audio and video parts get a 400 that says why.
+pub fn chat_messages(messages: &[InMessage]) -> Result<ChatPrompt, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::bad_param("messages", "messages must not be empty"));
     }
-    messages
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let role = match m.role.as_str() {
-                "system" | "user" | "assistant" => m.role.clone(),
-                // OpenAI's newer name for the system role.
-                "developer" => "system".to_string(),
-                other => return Err(ApiError::bad_param("messages", format!("messages[{i}]: role {other:?} is not supported"))),
-            };
-            Ok(ChatMessage { role, content: message_text(i, &m.content)? })
-        })
-        .collect()
+    let mut images = Vec::new();
+    let mut parsed = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let role = match m.role.as_str() {
+            "system" | "user" | "assistant" => m.role.clone(),
+            // OpenAI's newer name for the system role.
+            "developer" => "system".to_string(),
+            other => return Err(ApiError::bad_param("messages", format!("messages[{i}]: role {other:?} is not supported"))),
+        };
+        parsed.push((role, message_parts(i, &m.content, &mut images)?));
+    }
+    if images.is_empty() {
+        // vLLM joins text parts with newlines; the template then sees one string per message.
+        let text = |parts: Vec<Part>| parts.into_iter().filter_map(|p| if let Part::Text(t) = p { Some(t) } else { None }).collect::<Vec<_>>().join("\n");
+        return Ok(ChatPrompt::Text(parsed.into_iter().map(|(role, parts)| ChatMessage { role, content: text(parts) }).collect()));
+    }
+    Ok(ChatPrompt::Media { messages: parsed.into_iter().map(|(role, parts)| MmMessage { role, parts }).collect(), images })
 }
 
-fn message_text(i: usize, content: &Value) -> Result<String, ApiError> {
+fn message_parts(i: usize, content: &Value, images: &mut Vec<Vec<u8>>) -> Result<Vec<Part>, ApiError> {
     let bad = |m: String| ApiError::bad_param("messages", format!("messages[{i}]: {m}"));
     let parts = match content {
-        Value::Null => return Ok(String::new()),
-        Value::String(s) => return Ok(s.clone()),
+        Value::Null => return Ok(Vec::new()),
+        Value::String(s) => return Ok(vec![Part::Text(s.clone())]),
         Value::Array(parts) => parts,
         _ => return Err(bad("content must be a string or an array of content parts".into())),
     };
-    let mut texts = Vec::with_capacity(parts.len());
+    let mut out = Vec::with_capacity(parts.len());
     for part in parts {
         match part.get("type").and_then(Value::as_str) {
             Some("text") => match part.get("text").and_then(Value::as_str) {
-                Some(t) => texts.push(t),
+                Some(t) => out.push(Part::Text(t.to_string())),
                 None => return Err(bad("a text part needs a string `text`".into())),
             },
             Some("image_url") => {
                 let url = part.pointer("/image_url/url").and_then(Value::as_str).unwrap_or("");
-                return Err(bad(media_refusal("image", url)));
+                images.push(data_uri_bytes(url).map_err(|m| bad(format!("image_url: {m}")))?);
+                out.push(Part::Media(MediaKind::Image));
             }
-            Some("input_audio") => return Err(bad(media_refusal("audio", "data:"))),
+            Some("input_audio") => return Err(bad("audio inputs are not supported: ERNIE-4.5-VL reads images and video".into())),
             Some("video_url") => {
                 let url = part.pointer("/video_url/url").and_then(Value::as_str).unwrap_or("");
                 return Err(bad(media_refusal("video", url)));
@@ -239,11 +252,25 @@ fn message_text(i: usize, content: &Value) -> Result<String, ApiError> {
             None => return Err(bad("a content part needs a `type`".into())),
         }
     }
-    // vLLM joins text parts with newlines; the template then sees one string per message.
-    Ok(texts.join("\n"))
+    Ok(out)
 }
 
-/// Why a media part is refused: remote and local references never, inline data not yet.
+/// The bytes of a base64 `data:` URI (`data:image/png;base64,...`); remote and local references
+/// are refused with the reason.
+fn data_uri_bytes(url: &str) -> Result<Vec<u8>, String> {
+    let lower = url.trim_start().to_ascii_lowercase();
+    if !lower.starts_with("data:") {
+        return Err(media_refusal("image", url));
+    }
+    let (head, data) = url.trim_start().split_once(',').ok_or("a data: URI needs a comma before its payload")?;
+    if !head.to_ascii_lowercase().ends_with(";base64") {
+        return Err("only base64 data: URIs are accepted (data:image/png;base64,...)".into());
+    }
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|e| format!("the data: URI is not valid base64: {e}"))
+}
+
+/// Why a media reference is refused: remote and local references never; inline video not yet.
 fn media_refusal(kind: &str, url: &str) -> String {
     let lower = url.trim_start().to_ascii_lowercase();
     if lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("ftp://") {
@@ -251,7 +278,7 @@ fn media_refusal(kind: &str, url: &str) -> String {
     } else if !lower.starts_with("data:") {
         format!("local {kind} paths are refused: this server never reads files named by a request (send a data: URI)")
     } else {
-        format!("{kind} inputs are not supported yet: this server runs the text model (media inputs arrive with the vision-language model)")
+        format!("{kind} inputs are not supported over HTTP yet (images are; for video use `ernie caption --video`)")
     }
 }
 
@@ -280,8 +307,23 @@ mod tests {
         assert!(msg("https://example.com/cat.png").contains("remote image URLs are refused"));
         assert!(msg("file:///etc/passwd").contains("local image paths are refused"));
         assert!(msg("/etc/passwd").contains("local image paths are refused"));
-        assert!(msg("data:image/png;base64,AAAA").contains("not supported yet"));
+        assert!(msg("data:image/png,AAAA").contains("only base64"));
+        assert!(msg("data:image/png;base64,@@@").contains("not valid base64"));
         let parts = InMessage { role: "user".into(), content: json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]) };
-        assert_eq!(chat_messages(&[parts]).unwrap()[0].content, "a\nb");
+        match chat_messages(&[parts]).unwrap() {
+            ChatPrompt::Text(m) => assert_eq!(m[0].content, "a\nb"),
+            ChatPrompt::Media { .. } => panic!("no media"),
+        }
+        let img = InMessage {
+            role: "user".into(),
+            content: json!([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAEC"}}, {"type": "text", "text": "What is it?"}]),
+        };
+        match chat_messages(&[img]).unwrap() {
+            ChatPrompt::Media { messages, images } => {
+                assert_eq!(images, vec![vec![0u8, 1, 2]]);
+                assert_eq!(messages[0].parts, vec![Part::Media(MediaKind::Image), Part::Text("What is it?".into())]);
+            }
+            ChatPrompt::Text(_) => panic!("media expected"),
+        }
     }
 }

@@ -19,10 +19,11 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use ernie_runtime::{EmbedOptions, GenerateRequest, Prompt, SamplingParams, StopReason};
 use serde_json::{json, Value};
+use tokenizers_mm::StreamPrompt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::api::{chat_messages, embedding_inputs, parse_body, ApiError, ChatRequest, EmbeddingsRequest};
-use super::scheduler::{GenEvent, Work};
+use super::api::{chat_messages, embedding_inputs, parse_body, ApiError, ChatPrompt, ChatRequest, EmbeddingsRequest};
+use super::scheduler::{GenEvent, PromptInput, Work};
 use super::stop::StopMatcher;
 use super::{AppState, Ready};
 
@@ -158,11 +159,28 @@ async fn chat_completions(State(st): State<Arc<AppState>>, body: Result<Bytes, B
     };
     sampling.validate()?;
 
-    // Tokenizing a large prompt is CPU work: keep it off the async threads.
+    // Tokenizing a large prompt (and decoding images) is CPU work: keep it off the async threads.
     let engine = ready.engine.clone();
-    let prompt_ids = tokio::task::spawn_blocking(move || engine.encode_prompt(&Prompt::Chat(messages)))
-        .await
-        .map_err(|_| ApiError::internal("tokenization task failed"))??;
+    let prompt = tokio::task::spawn_blocking(move || -> Result<PromptInput, ApiError> {
+        match messages {
+            ChatPrompt::Text(messages) => Ok(PromptInput::Ids(engine.encode_prompt(&Prompt::Chat(messages))?)),
+            ChatPrompt::Media { messages, images } => {
+                if !engine.is_multimodal() {
+                    return Err(ApiError::bad_param("messages", "image inputs need a vision-language checkpoint; this server runs a text model"));
+                }
+                let media = images
+                    .iter()
+                    .enumerate()
+                    .map(|(i, bytes)| engine.load_image_bytes(bytes, &format!("image {}", i + 1)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let stream = engine.build_stream(&StreamPrompt::Chat { messages, add_generation_prompt: true, enable_thinking: false }, media)?;
+                Ok(PromptInput::Stream(Box::new(stream)))
+            }
+        }
+    })
+    .await
+    .map_err(|_| ApiError::internal("tokenization task failed"))??;
+    let prompt_ids = prompt.ids().to_vec();
     if prompt_ids.len() > st.limits.max_prompt_tokens {
         return Err(ApiError {
             code: Some("context_length_exceeded"),
@@ -171,7 +189,7 @@ async fn chat_completions(State(st): State<Arc<AppState>>, body: Result<Bytes, B
     }
     let (events, rx) = mpsc::unbounded_channel();
     let gen_req = GenerateRequest { sampling, max_new_tokens };
-    ready.scheduler.submit(Work::Generate { prompt_ids: prompt_ids.clone(), req: gen_req, events })?;
+    ready.scheduler.submit(Work::Generate { prompt, req: gen_req, events })?;
     let meta = Meta { id: next_id(), created: now_secs(), model: st.model_id.clone(), prompt_ids, return_token_ids: req.return_token_ids };
     if req.stream {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);

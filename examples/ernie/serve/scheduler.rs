@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use ernie_runtime::{EmbedInput, EmbedOptions, Embedding, Engine, GenerateRequest, Generator, StopReason};
+use tokenizers_mm::TokenStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::api::ApiError;
@@ -37,7 +38,30 @@ pub enum GenEvent {
 
 pub enum Work {
     Embed { inputs: Vec<EmbedInput>, opts: EmbedOptions, reply: oneshot::Sender<Result<Vec<Embedding>, ApiError>> },
-    Generate { prompt_ids: Vec<u32>, req: GenerateRequest, events: mpsc::UnboundedSender<GenEvent> },
+    Generate { prompt: PromptInput, req: GenerateRequest, events: mpsc::UnboundedSender<GenEvent> },
+}
+
+/// A generation's prompt: token ids, or a multimodal stream (ids plus images, 3-D positions).
+pub enum PromptInput {
+    Ids(Vec<u32>),
+    Stream(Box<TokenStream>),
+}
+
+impl PromptInput {
+    /// The prompt's token ids (image placeholders included).
+    pub fn ids(&self) -> &[u32] {
+        match self {
+            PromptInput::Ids(ids) => ids,
+            PromptInput::Stream(s) => &s.input_ids,
+        }
+    }
+
+    fn start<'e>(&self, engine: &'e Engine, req: &GenerateRequest) -> ernie_runtime::Result<Generator<'e>> {
+        match self {
+            PromptInput::Ids(ids) => engine.start_generation(ids, req),
+            PromptInput::Stream(s) => engine.start_generation_stream(s, req, None),
+        }
+    }
 }
 
 /// Queued work and the admission permit it holds until it is finished or dropped.
@@ -106,7 +130,7 @@ struct Active<'e> {
 
 /// Waiting generation requests, admitted but not started.
 struct Waiting {
-    prompt_ids: Vec<u32>,
+    prompt: PromptInput,
     req: GenerateRequest,
     events: mpsc::UnboundedSender<GenEvent>,
     permit: OwnedSemaphorePermit,
@@ -126,7 +150,7 @@ fn run(engine: &Engine, rx: &Receiver<Job>, shutdown: &AtomicBool, max_streams: 
     let mut active: Vec<Active<'_>> = Vec::new();
     let queue = |job: Job, embeds: &mut VecDeque<EmbedJob>, waiting: &mut VecDeque<Waiting>| match job.work {
         Work::Embed { inputs, opts, reply } => embeds.push_back(EmbedJob { inputs, opts, reply, _permit: job._permit }),
-        Work::Generate { prompt_ids, req, events } => waiting.push_back(Waiting { prompt_ids, req, events, permit: job._permit }),
+        Work::Generate { prompt, req, events } => waiting.push_back(Waiting { prompt, req, events, permit: job._permit }),
     };
     loop {
         // 1. Intake: block (briefly, so shutdown is noticed) only when there is nothing to do.
@@ -154,7 +178,7 @@ fn run(engine: &Engine, rx: &Receiver<Job>, shutdown: &AtomicBool, max_streams: 
             if w.events.is_closed() {
                 continue;
             }
-            match guarded(|| engine.start_generation(&w.prompt_ids, &w.req).map_err(ApiError::from)) {
+            match guarded(|| w.prompt.start(engine, &w.req).map_err(ApiError::from)) {
                 Ok(gen) => active.push(Active { gen, events: w.events, _permit: w.permit }),
                 Err(e) => {
                     let _ = w.events.send(GenEvent::Failed(e));

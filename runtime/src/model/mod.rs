@@ -1,4 +1,5 @@
-//! Models: the text decoder now; the vision encoder and heads join here as they land.
+//! The decoder (text models, and the language model of VL checkpoints; the vision side lives in
+//! `vl/`).
 
 mod transformer;
 
@@ -17,10 +18,15 @@ use crate::Result;
 /// Errors: any config error, any safetensors error, and [`crate::Error::TensorSet`] listing every
 /// missing and unused tensor at once.
 pub fn load_text_model(dir: &Path, elastic: &ElasticOptions) -> Result<Transformer> {
-    let cfg = TextConfig::from_dir(dir)?;
-    let plan = elastic.resolve(&cfg)?;
+    load_text_model_with(dir, &TextConfig::from_dir(dir)?, elastic)
+}
+
+/// [`load_text_model`] with the config already parsed (config.json is read once: it may be a
+/// pipe or change underneath us).
+pub fn load_text_model_with(dir: &Path, cfg: &TextConfig, elastic: &ElasticOptions) -> Result<Transformer> {
+    let plan = elastic.resolve(cfg)?;
     let mut w = Weights::open(dir)?;
-    let model = Transformer::load_elastic(&cfg, &mut w, &plan)?;
+    let model = Transformer::load_elastic(cfg, &mut w, &plan)?;
     w.finish()?;
     Ok(model)
 }

@@ -23,7 +23,6 @@ use crate::device::DeviceCache;
 use crate::engine::{Engine, GenerateRequest, Generation};
 use crate::generator::Generator;
 use crate::model::Logits;
-use crate::weights::read_json;
 use crate::{Error, Result};
 
 /// A media file for a multimodal prompt.
@@ -49,10 +48,9 @@ pub struct VlParts {
     pub stream: StreamConfig,
 }
 
-/// Whether `dir/config.json` names a VL model type. Errors: unreadable or malformed config.json.
-pub fn is_vl_checkpoint(dir: &Path) -> Result<bool> {
-    let v: Value = read_json(&dir.join("config.json"))?;
-    Ok(matches!(v.get("model_type").and_then(Value::as_str), Some("ernie4_5_vl_moe" | "ernie4_5_moe_vl")))
+/// Whether a parsed config.json names a VL model type.
+pub fn is_vl_config(config: &Value) -> bool {
+    matches!(config.get("model_type").and_then(Value::as_str), Some("ernie4_5_vl_moe" | "ernie4_5_moe_vl"))
 }
 
 impl VlParts {
@@ -107,6 +105,12 @@ impl Engine {
                 MediaInput::Video(p) => Ok(load_video(p, &vl.video, &vl.limits)?.into_media_item(&vl.video)?),
             })
             .collect()
+    }
+
+    /// Preprocesses an image held in memory (a server's inline `data:` URI); `name` labels it in
+    /// errors. Errors: as [`Engine::load_media`].
+    pub fn load_image_bytes(&self, bytes: &[u8], name: &str) -> Result<MediaItem> {
+        Ok(self.vl()?.image.process_bytes(bytes, Path::new(name))?.into_media_item())
     }
 
     /// Lays out a prompt and its media as one token stream (ids, 3-D positions, modality).

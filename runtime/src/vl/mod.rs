@@ -54,7 +54,11 @@ pub struct VisionStack {
 ///
 /// Errors: config, safetensors and [`Error::TensorSet`] errors as for text checkpoints.
 pub fn load_vl_model(dir: &Path, elastic: &ElasticOptions) -> Result<(Transformer, VisionStack)> {
-    let cfg = VlConfig::from_dir(dir)?;
+    load_vl_model_with(dir, VlConfig::from_dir(dir)?, elastic)
+}
+
+/// [`load_vl_model`] with the config already parsed.
+pub fn load_vl_model_with(dir: &Path, cfg: VlConfig, elastic: &ElasticOptions) -> Result<(Transformer, VisionStack)> {
     let plan = elastic.resolve(&cfg.text)?;
     if !plan.expert_mask.is_empty() {
         return Err(Error::Request("--experts is not supported for VL checkpoints (routing groups); use --layers or --top-k".into()));
