@@ -110,9 +110,39 @@ fn bad_arguments_and_text_checkpoints_fail_cleanly() {
     let missing = ernie().args(["caption", "--model"]).arg(fixture("vl-moe-f32")).args(["--image", "/nonexistent.png"]).output().unwrap();
     assert_clean(&missing, "missing file");
     assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(stderr.matches("No such file").count(), 1, "the cause is said once: {stderr}");
     let text = ernie().args(["caption", "--model"]).arg(fixture("moe-f32")).args(["--prompt", "hi"]).output().unwrap();
     assert_clean(&text, "text checkpoint");
     assert!(String::from_utf8_lossy(&text.stderr).contains("text checkpoint"));
+    let nodir = ernie().args(["caption", "--model"]).arg(fixture("vl-moe-f32")).args(["--prompt", "hi", "--routing-stats", "/nonexistent-dir/r.json"]).output().unwrap();
+    assert_clean(&nodir, "routing stats folder");
+    assert!(nodir.stdout.is_empty(), "fails before generating anything");
+    let video_as_image = ernie().args(["caption", "--model"]).arg(fixture("vl-moe-f32")).arg("--image").arg(root().join("assets/media/testsrc2_256x144_vp9_opus_15frames.webm")).output().unwrap();
+    assert_clean(&video_as_image, "video as image");
+    assert!(String::from_utf8_lossy(&video_as_image.stderr).contains("--video"));
+    let negative = ernie().args(["caption", "--model"]).arg(fixture("vl-moe-f32")).args(["--prompt", "hi", "--temperature", "-1"]).output().unwrap();
+    assert_clean(&negative, "negative temperature");
+    assert!(String::from_utf8_lossy(&negative.stderr).contains("temperature -1"), "{}", String::from_utf8_lossy(&negative.stderr));
+}
+
+#[test]
+fn routing_stats_path_ending_in_png_keeps_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("heat.png");
+    let out = ernie()
+        .args(["caption", "--model"])
+        .arg(fixture("vl-moe-f32"))
+        .arg("--image")
+        .arg(root().join("assets/media/camera_gray8_512x512.png"))
+        .args(["--max-tokens", "3", "--routing-stats"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(image::open(&png).is_ok(), "the heatmap is a PNG");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("heat.json")).unwrap()).unwrap();
+    assert_eq!(json["layers"], serde_json::json!([1, 2]));
 }
 
 #[test]

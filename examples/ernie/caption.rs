@@ -5,7 +5,7 @@
 //! a heatmap PNG (PATH with the extension `.png`).
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -53,6 +53,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // Everything that can be checked before minutes of compute is checked first.
+    let stats_paths = args.routing_stats.as_deref().map(routing_stats_paths).transpose()?;
+    if stats_paths.is_some() && args.sampling.max_tokens == 0 {
+        bail!("--routing-stats needs at least one token (--max-tokens 0 runs no forward pass)");
+    }
+    for image in &args.images {
+        if looks_like_video(image) {
+            bail!("{} looks like a video file; pass it with --video", image.display());
+        }
+    }
     let model_dir = match &args.model {
         Some(dir) => dir.clone(),
         None => demo_checkpoint()?,
@@ -61,7 +71,10 @@ pub fn run(args: Args) -> Result<()> {
     progress.stage("loading the checkpoint");
     let t0 = Instant::now();
     let elastic = ElasticOptions { layers: args.layers.clone(), experts: None, top_k: args.top_k };
-    let engine = Engine::load_with(&model_dir, &elastic).with_context(|| format!("loading {}", model_dir.display()))?;
+    let engine = Engine::load_with(&model_dir, &elastic).with_context(|| match &args.model {
+        Some(_) => format!("loading {}", model_dir.display()),
+        None => format!("loading the demo checkpoint {} (delete that folder to rebuild it)", model_dir.display()),
+    })?;
     if !engine.is_multimodal() {
         bail!("{} is a text checkpoint; `ernie caption` needs ERNIE-4.5-VL (use `ernie generate` for text)", model_dir.display());
     }
@@ -97,25 +110,27 @@ pub fn run(args: Args) -> Result<()> {
     progress.finish();
     let decode_routing = gen.take_routing();
     let out = gen.finish();
-    if streaming {
-        writeln!(stdout)?;
+    // As while streaming, a reader that went away (`| head`) does not fail the run.
+    let _ = if streaming {
+        writeln!(stdout)
     } else {
-        writeln!(stdout, "{}", serde_json::json!({ "token_ids": out.token_ids, "text": out.text }))?;
-    }
+        writeln!(stdout, "{}", serde_json::json!({ "token_ids": out.token_ids, "text": out.text }))
+    };
 
-    if let Some(path) = &args.routing_stats {
+    if let Some((json_path, png_path)) = &stats_paths {
         let stats = routing_stats(&engine, &stream, &keep.trace, &decode_routing);
-        stats.write_json(path).with_context(|| format!("writing {}", path.display()))?;
-        let png = path.with_extension("png");
-        stats.write_heatmap_png(&png).with_context(|| format!("writing {}", png.display()))?;
-        eprintln!("routing stats: {} and {}", path.display(), png.display());
+        stats.write_json(json_path).with_context(|| format!("writing {}", json_path.display()))?;
+        stats.write_heatmap_png(png_path).with_context(|| format!("writing {}", png_path.display()))?;
+        eprintln!("routing stats: {} and {}", json_path.display(), png_path.display());
     }
     let n = out.token_ids.len();
+    let prefill = if n == 0 {
+        format!("prefill {} tokens: skipped (no tokens requested)", out.prompt_tokens)
+    } else {
+        format!("prefill {} tokens in {:.3} s ({:.1} tok/s)", out.prompt_tokens, out.prefill_secs, out.prompt_tokens as f64 / out.prefill_secs.max(1e-9))
+    };
     eprintln!(
-        "load {load_secs:.2} s; preprocess {prep_secs:.2} s; prefill {} tokens in {:.3} s ({:.1} tok/s); decode {n} tokens in {:.3} s ({:.1} tok/s); stop: {:?}",
-        out.prompt_tokens,
-        out.prefill_secs,
-        out.prompt_tokens as f64 / out.prefill_secs.max(1e-9),
+        "load {load_secs:.2} s; preprocess {prep_secs:.2} s; {prefill}; decode {n} tokens in {:.3} s ({:.1} tok/s); stop: {:?}",
         out.decode_secs,
         n.saturating_sub(1) as f64 / out.decode_secs.max(1e-9),
         out.stop,
@@ -132,8 +147,34 @@ fn default_prompt(images: usize, videos: usize) -> String {
         (1, 0) => "Describe this image.".into(),
         (_, 0) => "Describe these images.".into(),
         (0, 1) => "Describe this video.".into(),
+        (0, _) => "Describe these videos.".into(),
         _ => "Describe these images and videos.".into(),
     }
+}
+
+/// Where `--routing-stats PATH` writes: the JSON at PATH and the heatmap beside it as `.png`; a
+/// PATH ending in `.png` names the heatmap and the JSON goes beside it as `.json`. The folder
+/// must exist (checked before any compute).
+fn routing_stats_paths(path: &Path) -> Result<(PathBuf, PathBuf)> {
+    let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    let (json, png) = if is_png { (path.with_extension("json"), path.to_path_buf()) } else { (path.to_path_buf(), path.with_extension("png")) };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!("--routing-stats {}: the folder {} does not exist", path.display(), dir.display());
+    }
+    if json.is_dir() || png.is_dir() {
+        bail!("--routing-stats {}: a directory is in the way of {} / {}", path.display(), json.display(), png.display());
+    }
+    Ok((json, png))
+}
+
+/// Whether a file name has a common video extension (a likely `--image` / `--video` mix-up).
+fn looks_like_video(path: &Path) -> bool {
+    const VIDEO: [&str; 9] = ["mp4", "webm", "mkv", "mov", "avi", "m4v", "mpg", "mpeg", "ts"];
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| VIDEO.iter().any(|v| v.eq_ignore_ascii_case(e)))
 }
 
 /// The demo checkpoint, created on first use; says once, on stderr, what it is.

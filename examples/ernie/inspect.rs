@@ -171,8 +171,16 @@ fn load_media(args: &Args, limits: &Limits) -> Result<Vec<MediaItem>> {
         }
     }
     if !args.video.is_empty() {
-        let mut cfg = VideoConfig { draw_timestamps: !args.no_timestamps, ..VideoConfig::default() };
-        cfg.sampling.fps = args.video_fps;
+        // The checkpoint's video processor settings (HF defaults when it has none), so the sizes
+        // shown are what `caption` feeds the model; the flags override them.
+        let mut cfg = VideoConfig::from_dir(&args.model)
+            .with_context(|| format!("reading the video processor config of {}", args.model.display()))?;
+        if args.no_timestamps {
+            cfg.draw_timestamps = false;
+        }
+        if args.video_fps.is_some() {
+            cfg.sampling.fps = args.video_fps;
+        }
         for path in &args.video {
             let video = load_video(path, &cfg, limits)?; // its errors name the file
             media.push(video.into_media_item(&cfg)?);

@@ -79,7 +79,8 @@ impl Engine {
     /// [`Engine::load`] as an elastic sub-model (ERNIE 5.0 layers / experts / top-k selection).
     pub fn load_with(dir: &Path, elastic: &ElasticOptions) -> Result<Engine> {
         if !dir.is_dir() {
-            return Err(Error::Io { path: dir.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory") });
+            let what = if dir.exists() { "not a directory" } else { "no such checkpoint directory" };
+            return Err(Error::Io { path: dir.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::NotFound, what) });
         }
         // config.json is read once (it may be a pipe that a deployment fills late).
         let config: serde_json::Value = crate::weights::read_json(&dir.join("config.json"))?;
