@@ -135,6 +135,11 @@ pub fn prefill(
     if stream.positions.len() != n || stream.modality.len() != n {
         return Err(Error::ShapeMismatch { op: "vl::prefill", expected: format!("{n} positions and modalities"), got: format!("{} / {}", stream.positions.len(), stream.modality.len()) });
     }
+    if !cache.is_empty() {
+        // Its positions start at 0 and its rope delta replaces the cache's.
+        return Err(Error::Request("a multimodal prompt must start a sequence (the cache is not empty)".into()));
+    }
+    cache.check_room(n)?;
     let mut x = model.embed(&stream.input_ids)?; // [n, h]
     let mut offset = 0;
     for seg in &stream.segments {
@@ -158,10 +163,6 @@ pub fn prefill(
         offset += len;
     }
     let groups: Vec<u8> = stream.modality.iter().map(|&m| vision.group_of(m)).collect();
-    let start = cache.len();
-    if start != 0 {
-        return Err(Error::Request("a multimodal prompt must start a sequence (the cache is not empty)".into()));
-    }
     let trace = keep.map(|k| &mut k.trace);
     let logits = model.forward_embeds(x, cache, which, RopePositions::ThreeD(&stream.positions), Some(&groups), trace)?;
     cache.set_rope_delta(stream.next_position as i64 - n as i64)?;
