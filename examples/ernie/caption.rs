@@ -41,7 +41,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Write per-layer expert load by modality (prompt and generated tokens) to this JSON file,
-    /// and the experts × layers heatmap (one panel per modality) next to it as .png.
+    /// and the experts × layers heatmap (one panel per modality) next to it as .png (a path
+    /// ending in .png names the heatmap; the JSON then goes next to it as .json).
     #[arg(long)]
     routing_stats: Option<PathBuf>,
     /// Elastic depth: keep these decoder layers ("0,1,4-27") or this many.
