@@ -18,12 +18,71 @@ pub struct LayerKv {
     pub v: Vec<f32>,
 }
 
+/// How much of a preallocated cache is filled: the length bookkeeping shared by this cache and
+/// the CUDA one (`cuda/model.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheLen {
+    len: usize,
+    max_seq: usize,
+}
+
+impl CacheLen {
+    /// An empty cache of `max_seq` positions.
+    pub fn new(max_seq: usize) -> CacheLen {
+        CacheLen { len: 0, max_seq }
+    }
+
+    /// Positions filled so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.max_seq
+    }
+
+    /// Errors with [`Error::Request`] if `n` more positions do not fit.
+    pub fn check_room(&self, n: usize) -> Result<()> {
+        if self.len + n > self.max_seq {
+            return Err(Error::Request(format!(
+                "sequence of {} tokens exceeds the KV cache of {} positions",
+                self.len + n,
+                self.max_seq
+            )));
+        }
+        Ok(())
+    }
+
+    /// Marks `n` more positions as filled (after every layer wrote them).
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.len += n;
+    }
+
+    /// Drops positions `len..` (speculative-decoding rollback; the stale rows are overwritten by
+    /// the next append). Errors when `len` exceeds the current length.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.len {
+            return Err(Error::Request(format!("cannot truncate a cache of {} to {len}", self.len)));
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Empties the cache.
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+}
+
 /// The whole model's cache and its current length.
 pub struct KvCache {
     pub layers: Vec<LayerKv>,
     pub rope: RopeTable,
-    len: usize,
-    max_seq: usize,
+    fill: CacheLen,
     /// Rotary position minus cache slot for sequential rows (0 for text; ≤ 0 after a VL prompt).
     rope_delta: i64,
 }
@@ -52,60 +111,47 @@ impl KvCache {
             Some(section) => RopeTable::with_mrope(cfg.head_dim, cfg.rope_theta, max_seq, section),
             None => RopeTable::new(cfg.head_dim, cfg.rope_theta, max_seq),
         };
-        Ok(KvCache { layers, rope, len: 0, max_seq, rope_delta: 0 })
+        Ok(KvCache { layers, rope, fill: CacheLen::new(max_seq), rope_delta: 0 })
     }
 
     /// Positions filled so far.
     pub fn len(&self) -> usize {
-        self.len
+        self.fill.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.fill.is_empty()
     }
 
     pub fn capacity(&self) -> usize {
-        self.max_seq
+        self.fill.capacity()
     }
 
-    /// Errors if `n` more positions do not fit.
+    /// Errors if `n` more positions do not fit ([`CacheLen::check_room`]).
     pub fn check_room(&self, n: usize) -> Result<()> {
-        if self.len + n > self.max_seq {
-            return Err(Error::Request(format!(
-                "sequence of {} tokens exceeds the KV cache of {} positions",
-                self.len + n,
-                self.max_seq
-            )));
-        }
-        Ok(())
+        self.fill.check_room(n)
     }
 
-    /// Marks `n` more positions as filled (after every layer wrote them).
     pub(crate) fn advance(&mut self, n: usize) {
-        self.len += n;
+        self.fill.advance(n);
     }
 
-    /// Drops positions `len..` (speculative-decoding rollback; the stale rows are overwritten by
-    /// the next append). Errors when `len` exceeds the current length.
+    /// Drops positions `len..` ([`CacheLen::truncate`]); the rope delta stays.
     pub fn truncate(&mut self, len: usize) -> Result<()> {
-        if len > self.len {
-            return Err(Error::Request(format!("cannot truncate a cache of {} to {len}", self.len)));
-        }
-        self.len = len;
-        Ok(())
+        self.fill.truncate(len)
     }
 
-    /// Empties the cache for a new sequence.
+    /// Empties the cache for a new sequence (rope delta back to 0).
     pub fn reset(&mut self) {
-        self.len = 0;
+        self.fill.reset();
         self.rope_delta = 0;
     }
 
     /// Sets the rope delta after a 3-D prompt (module docs). Errors when it is positive (a 3-D
     /// prompt never places text past its token count) or more negative than the filled length.
     pub fn set_rope_delta(&mut self, delta: i64) -> Result<()> {
-        if delta > 0 || -delta > self.len as i64 {
-            return Err(Error::Request(format!("rope delta {delta} is outside -{}..=0", self.len)));
+        if delta > 0 || -delta > self.len() as i64 {
+            return Err(Error::Request(format!("rope delta {delta} is outside -{}..=0", self.len())));
         }
         self.rope_delta = delta;
         Ok(())
@@ -118,12 +164,12 @@ impl KvCache {
 
     /// Rotary position of the next sequential row: `len + rope_delta`.
     pub fn next_position(&self) -> usize {
-        (self.len as i64 + self.rope_delta).max(0) as usize
+        (self.len() as i64 + self.rope_delta).max(0) as usize
     }
 
     /// Split borrow for a forward pass: the layers (written), the RoPE table (read), the length
     /// (first slot written).
     pub(crate) fn parts(&mut self) -> (&mut [LayerKv], &RopeTable, usize) {
-        (&mut self.layers, &self.rope, self.len)
+        (&mut self.layers, &self.rope, self.fill.len())
     }
 }

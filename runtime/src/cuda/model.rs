@@ -15,6 +15,7 @@ use super::gemm::{upload_bf16, Linear};
 use super::layers::{view, view_mut, GpuAttention, GpuLayerKv, GpuMoe, GpuSwiGlu, Scratch, ScratchDims};
 use super::{cuda_err, ops, to_bf16, CudaDevice};
 use crate::config::TextConfig;
+use crate::kv_cache::CacheLen;
 use crate::model::{Logits, Mlp, Transformer};
 use crate::trace::Trace;
 use crate::{Error, Result};
@@ -219,8 +220,7 @@ impl CudaModel {
 pub struct CudaKvCache {
     pub(crate) layers: Vec<GpuLayerKv>,
     kv_dim: usize,
-    len: usize,
-    max_seq: usize,
+    fill: CacheLen,
 }
 
 impl CudaKvCache {
@@ -239,46 +239,38 @@ impl CudaKvCache {
         let layers = (0..cfg.num_hidden_layers)
             .map(|_| Ok(GpuLayerKv { k: model.dev.zeros(n)?, v: model.dev.zeros(n)? }))
             .collect::<Result<Vec<_>>>()?;
-        Ok(CudaKvCache { layers, kv_dim, len: 0, max_seq })
+        Ok(CudaKvCache { layers, kv_dim, fill: CacheLen::new(max_seq) })
     }
 
     /// Positions filled so far.
     pub fn len(&self) -> usize {
-        self.len
+        self.fill.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.fill.is_empty()
     }
 
     pub fn capacity(&self) -> usize {
-        self.max_seq
+        self.fill.capacity()
     }
 
-    /// Errors with [`Error::Request`] if `n` more positions do not fit.
+    /// Errors if `n` more positions do not fit ([`CacheLen::check_room`]).
     pub fn check_room(&self, n: usize) -> Result<()> {
-        if self.len + n > self.max_seq {
-            return Err(Error::Request(format!("sequence of {} tokens exceeds the KV cache of {} positions", self.len + n, self.max_seq)));
-        }
-        Ok(())
+        self.fill.check_room(n)
     }
 
     fn advance(&mut self, n: usize) {
-        self.len += n;
+        self.fill.advance(n);
     }
 
-    /// Drops positions `len..` (rows are overwritten by the next append).
-    /// Errors when `len` exceeds the current length.
+    /// Drops positions `len..` ([`CacheLen::truncate`]).
     pub fn truncate(&mut self, len: usize) -> Result<()> {
-        if len > self.len {
-            return Err(Error::Request(format!("cannot truncate a cache of {} to {len}", self.len)));
-        }
-        self.len = len;
-        Ok(())
+        self.fill.truncate(len)
     }
 
     /// Empties the cache for a new sequence.
     pub fn reset(&mut self) {
-        self.len = 0;
+        self.fill.reset();
     }
 }
