@@ -20,7 +20,10 @@
 //! - the GIF fixture (no ffmpeg needed): same as a video file;
 //! - the timestamp overlay against Pillow's: within the `OVERLAY_*` bounds.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{media_dir, root};
+use std::path::Path;
 
 use base64::Engine as _;
 use serde_json::Value as Json;
@@ -43,22 +46,7 @@ const THUMB_ATOL: f64 = 1.0;
 const OVERLAY_MEAN_ABS: f64 = 24.0;
 const OVERLAY_FAR_SHARE: f64 = 0.09;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
-fn media_dir() -> PathBuf {
-    let dir = match std::env::var_os("ERNIE_MEDIA_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => root().join("../shared/media"),
-    };
-    assert!(
-        dir.join("LICENSES.md").is_file(),
-        "media corpus not found at {} (expected shared/ beside the repository, or set ERNIE_MEDIA_DIR)",
-        dir.display()
-    );
-    dir
-}
 
 fn goldens() -> Json {
     let path = root().join("tests/fixtures/av_goldens.json");

@@ -5,6 +5,9 @@
 //!
 //! Corrupt copies are deterministic (xorshift with a fixed seed) and written to a temp dir.
 
+mod common;
+
+use common::{media_dir, root};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -12,22 +15,7 @@ use tokenizers_mm::audio::{preprocess_audio, AudioConfig};
 use tokenizers_mm::video::{load_video, VideoConfig};
 use tokenizers_mm::{Error, Limits};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
-fn media_dir() -> PathBuf {
-    let dir = match std::env::var_os("ERNIE_MEDIA_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => root().join("../shared/media"),
-    };
-    assert!(
-        dir.join("LICENSES.md").is_file(),
-        "media corpus not found at {} (expected shared/ beside the repository, or set ERNIE_MEDIA_DIR)",
-        dir.display()
-    );
-    dir
-}
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

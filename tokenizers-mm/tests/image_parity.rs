@@ -19,6 +19,9 @@
 //! `ERNIE_MEDIA_DUMP=DIR` writes our decoded / resized / normalised arrays there (for measuring
 //! per-stage differences with a script).
 
+mod common;
+
+use common::{media_dir, root};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -38,16 +41,7 @@ const FALLBACK_JPEG_LEVELS: f64 = 5.0;
 /// Float slack on level comparisons (the f32 normalisation itself is exact).
 const LEVEL_EPS: f64 = 1e-3;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
-fn media_dir() -> PathBuf {
-    match std::env::var_os("ERNIE_MEDIA_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => root().join("../shared/media"),
-    }
-}
 
 fn goldens() -> Json {
     let path = root().join("tests/fixtures/media_goldens.json");
