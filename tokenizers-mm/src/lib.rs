@@ -41,6 +41,7 @@
 
 pub mod audio;
 mod chat;
+mod config_fields;
 mod error;
 pub mod image;
 pub mod limits;

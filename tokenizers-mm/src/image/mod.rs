@@ -32,6 +32,7 @@ use serde_json::{json, Value as Json};
 pub use decode::{apply_orientation, decode_image_bytes, decode_image_file, AlphaMode, DecodedImage, DecoderUsed, RgbImage};
 pub use resize::{resize, Filter};
 
+use crate::config_fields::Fields;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::stream::{MediaItem, MediaKind, MediaTensor, TokenLayout};
@@ -111,78 +112,54 @@ impl ImageProcessorConfig {
 
     /// Parse an already-loaded preprocessor config (`path` names it in errors).
     pub fn from_json(path: &Path, json: &Json) -> Result<Self> {
-        let field_err = |field: &str, problem: String| Error::ConfigField { path: path.to_path_buf(), field: field.into(), problem };
+        let f = Fields::new(path, json)?;
         let d = Self::default();
-        let obj = json.as_object().ok_or_else(|| field_err("<root>", "expected a JSON object".into()))?;
-        let uint = |key: &str, default: u64| -> Result<u64> {
-            match obj.get(key) {
-                None | Some(Json::Null) => Ok(default),
-                Some(v) => v.as_u64().ok_or_else(|| field_err(key, format!("expected a non-negative integer, got {v}"))),
-            }
-        };
-        let boolean = |key: &str, default: bool| -> Result<bool> {
-            match obj.get(key) {
-                None | Some(Json::Null) => Ok(default),
-                Some(v) => v.as_bool().ok_or_else(|| field_err(key, format!("expected true/false, got {v}"))),
-            }
-        };
         let triple = |key: &str, default: [f64; 3]| -> Result<[f64; 3]> {
-            match obj.get(key) {
-                None | Some(Json::Null) => Ok(default),
-                Some(Json::Number(n)) => n.as_f64().map(|x| [x; 3]).ok_or_else(|| field_err(key, "not a number".into())),
+            match f.get(key) {
+                None => Ok(default),
+                Some(Json::Number(n)) => n.as_f64().map(|x| [x; 3]).ok_or_else(|| f.err(key, "not a number".into())),
                 Some(Json::Array(a)) if a.len() == 3 => {
                     let mut out = [0.0; 3];
                     for (o, v) in out.iter_mut().zip(a) {
-                        *o = v.as_f64().ok_or_else(|| field_err(key, format!("expected numbers, got {v}")))?;
+                        *o = v.as_f64().ok_or_else(|| f.err(key, format!("expected numbers, got {v}")))?;
                     }
                     Ok(out)
                 }
-                Some(v) => Err(field_err(key, format!("expected a number or 3 numbers, got {v}"))),
+                Some(v) => Err(f.err(key, format!("expected a number or 3 numbers, got {v}"))),
             }
         };
-        let (mut min_pixels, mut max_pixels) = (uint("min_pixels", d.min_pixels)?, uint("max_pixels", d.max_pixels)?);
-        if let Some(size) = obj.get("size").filter(|v| !v.is_null()) {
-            let size = size.as_object().ok_or_else(|| field_err("size", "expected an object".into()))?;
-            let edge = |key: &str| -> Result<Option<u64>> {
-                match size.get(key) {
-                    None | Some(Json::Null) => Ok(None),
-                    Some(v) => v.as_u64().map(Some).ok_or_else(|| field_err(&format!("size.{key}"), format!("expected an integer, got {v}"))),
-                }
-            };
-            min_pixels = edge("shortest_edge")?.unwrap_or(min_pixels);
-            max_pixels = edge("longest_edge")?.unwrap_or(max_pixels);
-        }
-        let resample_code = match obj.get("resample") {
-            None | Some(Json::Null) => 3,
-            Some(v) => v.as_i64().ok_or_else(|| field_err("resample", format!("expected a PIL filter code, got {v}")))?,
+        let (min_pixels, max_pixels) = f.pixel_bounds(d.min_pixels, d.max_pixels)?;
+        let resample_code = match f.get("resample") {
+            None => 3,
+            Some(v) => v.as_i64().ok_or_else(|| f.err("resample", format!("expected a PIL filter code, got {v}")))?,
         };
         let resample = Filter::from_pil_code(resample_code)
-            .ok_or_else(|| field_err("resample", format!("PIL filter {resample_code} is not supported (1-5 are)")))?;
-        let rescale_factor = match obj.get("rescale_factor") {
-            None | Some(Json::Null) => d.rescale_factor,
-            Some(v) => v.as_f64().ok_or_else(|| field_err("rescale_factor", format!("expected a number, got {v}")))?,
+            .ok_or_else(|| f.err("resample", format!("PIL filter {resample_code} is not supported (1-5 are)")))?;
+        let rescale_factor = match f.get("rescale_factor") {
+            None => d.rescale_factor,
+            Some(v) => v.as_f64().ok_or_else(|| f.err("rescale_factor", format!("expected a number, got {v}")))?,
         };
         let cfg = ImageProcessorConfig {
-            patch_size: uint("patch_size", d.patch_size as u64)? as usize,
-            merge_size: uint("merge_size", d.merge_size as u64)? as usize,
-            temporal_patch_size: uint("temporal_patch_size", d.temporal_patch_size as u64)? as usize,
+            patch_size: f.uint("patch_size", d.patch_size as u64)? as usize,
+            merge_size: f.uint("merge_size", d.merge_size as u64)? as usize,
+            temporal_patch_size: f.uint("temporal_patch_size", d.temporal_patch_size as u64)? as usize,
             min_pixels,
             max_pixels,
-            do_resize: boolean("do_resize", d.do_resize)?,
-            do_rescale: boolean("do_rescale", d.do_rescale)?,
+            do_resize: f.boolean("do_resize", d.do_resize)?,
+            do_rescale: f.boolean("do_rescale", d.do_rescale)?,
             rescale_factor,
-            do_normalize: boolean("do_normalize", d.do_normalize)?,
+            do_normalize: f.boolean("do_normalize", d.do_normalize)?,
             image_mean: triple("image_mean", d.image_mean)?,
             image_std: triple("image_std", d.image_std)?,
             resample,
         };
         for (name, v) in [("patch_size", cfg.patch_size), ("merge_size", cfg.merge_size), ("temporal_patch_size", cfg.temporal_patch_size)] {
             if v == 0 || v > 1024 {
-                return Err(field_err(name, format!("{v} is out of range 1..=1024")));
+                return Err(f.err(name, format!("{v} is out of range 1..=1024")));
             }
         }
         if cfg.image_std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
-            return Err(field_err("image_std", "must be finite and non-zero".into()));
+            return Err(f.err("image_std", "must be finite and non-zero".into()));
         }
         Ok(cfg)
     }

@@ -33,6 +33,7 @@ use serde_json::json;
 pub use overlay::{draw_timestamp, overlay_sizes, ROBOTO_REGULAR};
 pub use sample::{format_timestamp, frame_timestamp, sample_frames, video_grid_thw, FrameSampling, SamplingConfig};
 
+use crate::config_fields::Fields;
 use crate::error::{Error, Result};
 use crate::image::{normalize_patchify, resize, smart_resize, Filter, ImageProcessorConfig, RgbImage};
 use crate::stream::{MediaItem, MediaKind, MediaTensor, TokenLayout};
@@ -90,57 +91,28 @@ impl VideoConfig {
 
     /// Parses an already-loaded video preprocessor config (`path` names it in errors).
     pub fn from_json(path: &Path, json: &serde_json::Value) -> Result<Self> {
-        use serde_json::Value as Json;
-        let field_err = |field: &str, problem: String| Error::ConfigField { path: path.to_path_buf(), field: field.into(), problem };
-        let obj = json.as_object().ok_or_else(|| field_err("<root>", "expected a JSON object".into()))?;
+        let f = Fields::new(path, json)?;
         let d = Self::default();
-        let uint = |key: &str, default: u64| -> Result<u64> {
-            match obj.get(key) {
-                None | Some(Json::Null) => Ok(default),
-                Some(v) => v.as_u64().ok_or_else(|| field_err(key, format!("expected a non-negative integer, got {v}"))),
-            }
-        };
-        let opt_uint = |key: &str| -> Result<Option<u64>> {
-            match obj.get(key) {
-                None | Some(Json::Null) => Ok(None),
-                Some(v) => v.as_u64().map(Some).ok_or_else(|| field_err(key, format!("expected a non-negative integer, got {v}"))),
-            }
-        };
-        let boolean = |key: &str, default: bool| -> Result<bool> {
-            match obj.get(key) {
-                None | Some(Json::Null) => Ok(default),
-                Some(v) => v.as_bool().ok_or_else(|| field_err(key, format!("expected true/false, got {v}"))),
-            }
-        };
-        let (mut min_pixels, mut max_pixels) = (uint("min_pixels", d.min_pixels)?, uint("max_pixels", d.max_pixels)?);
-        if let Some(size) = obj.get("size").filter(|v| !v.is_null()) {
-            let size = size.as_object().ok_or_else(|| field_err("size", "expected an object".into()))?;
-            for (key, slot) in [("shortest_edge", &mut min_pixels), ("longest_edge", &mut max_pixels)] {
-                match size.get(key) {
-                    None | Some(Json::Null) => {}
-                    Some(v) => *slot = v.as_u64().ok_or_else(|| field_err(&format!("size.{key}"), format!("expected an integer, got {v}")))?,
-                }
-            }
-        }
-        let fps = match obj.get("fps") {
-            None | Some(Json::Null) => d.sampling.fps,
-            Some(v) => Some(v.as_f64().filter(|f| *f > 0.0 && f.is_finite()).ok_or_else(|| field_err("fps", format!("expected a positive number, got {v}")))?),
+        let (min_pixels, max_pixels) = f.pixel_bounds(d.min_pixels, d.max_pixels)?;
+        let fps = match f.get("fps") {
+            None => d.sampling.fps,
+            Some(v) => Some(v.as_f64().filter(|x| *x > 0.0 && x.is_finite()).ok_or_else(|| f.err("fps", format!("expected a positive number, got {v}")))?),
         };
         let sampling = SamplingConfig {
             fps,
-            num_frames: opt_uint("num_frames")?.map(|n| n as usize),
-            min_frames: uint("min_frames", d.sampling.min_frames as u64)? as usize,
-            max_frames: uint("max_frames", d.sampling.max_frames as u64)? as usize,
-            temporal_patch_size: uint("temporal_patch_size", d.sampling.temporal_patch_size as u64)? as usize,
+            num_frames: f.opt_uint("num_frames")?.map(|n| n as usize),
+            min_frames: f.uint("min_frames", d.sampling.min_frames as u64)? as usize,
+            max_frames: f.uint("max_frames", d.sampling.max_frames as u64)? as usize,
+            temporal_patch_size: f.uint("temporal_patch_size", d.sampling.temporal_patch_size as u64)? as usize,
         };
         let cfg = VideoConfig {
             sampling,
-            patch_size: uint("patch_size", d.patch_size as u64)? as usize,
-            merge_size: uint("merge_size", d.merge_size as u64)? as usize,
+            patch_size: f.uint("patch_size", d.patch_size as u64)? as usize,
+            merge_size: f.uint("merge_size", d.merge_size as u64)? as usize,
             min_pixels,
             max_pixels,
-            draw_timestamps: boolean("draw_on_frames", d.draw_timestamps)?,
-            resize_frames: boolean("do_resize", d.resize_frames)?,
+            draw_timestamps: f.boolean("draw_on_frames", d.draw_timestamps)?,
+            resize_frames: f.boolean("do_resize", d.resize_frames)?,
         };
         for (name, v) in [
             ("patch_size", cfg.patch_size),
@@ -149,11 +121,11 @@ impl VideoConfig {
             ("max_frames", cfg.sampling.max_frames),
         ] {
             if v == 0 || v > 100_000 {
-                return Err(field_err(name, format!("{v} is out of range 1..=100000")));
+                return Err(f.err(name, format!("{v} is out of range 1..=100000")));
             }
         }
         if cfg.sampling.min_frames > cfg.sampling.max_frames {
-            return Err(field_err("min_frames", format!("{} exceeds max_frames {}", cfg.sampling.min_frames, cfg.sampling.max_frames)));
+            return Err(f.err("min_frames", format!("{} exceeds max_frames {}", cfg.sampling.min_frames, cfg.sampling.max_frames)));
         }
         Ok(cfg)
     }
