@@ -64,6 +64,13 @@ impl Golden {
         self.i[name].1.iter().map(|&v| v as u32).collect()
     }
 
+    /// `position_ids` `[3, T]` as one `(t, h, w)` per token.
+    fn positions(&self) -> Vec<[u32; 3]> {
+        let p = self.ids("position_ids");
+        let n = p.len() / 3;
+        (0..n).map(|i| [p[i], p[n + i], p[2 * n + i]]).collect()
+    }
+
     fn grids(&self) -> Vec<[usize; 3]> {
         self.i["grid_thw"].1.chunks_exact(3).map(|g| [g[0] as usize, g[1] as usize, g[2] as usize]).collect()
     }
@@ -134,10 +141,8 @@ fn check_case(fixture_name: &str, case: &str, golden_fixture: &str, golden_case:
     let label = format!("{fixture_name}/{case}");
 
     assert_eq!(stream.input_ids, g.ids("input_ids"), "{label}: input ids");
-    let pos = g.ids("position_ids"); // [3, T]
     let n = stream.input_ids.len();
-    let want_pos: Vec<[u32; 3]> = (0..n).map(|i| [pos[i], pos[n + i], pos[2 * n + i]]).collect();
-    assert_eq!(stream.positions, want_pos, "{label}: 3-D positions");
+    assert_eq!(stream.positions, g.positions(), "{label}: 3-D positions");
     let moe_types = g.ids("moe_mm_token_type_ids");
     let vision_rows: Vec<bool> = stream.modality.iter().map(|&m| m != 0).collect();
     assert_eq!(vision_rows, moe_types.iter().map(|&m| m != 0).collect::<Vec<_>>(), "{label}: routing modality");
@@ -221,13 +226,8 @@ fn video_hf_position_rule_is_reproducible_too() {
     let hf = golden("vl-moe-f32", "video_hf_rule");
     let stream = engine.build_stream(&prompt("video"), media(&engine, "video", &g)).unwrap();
     let n = stream.input_ids.len();
-    let pos = hf.ids("position_ids");
-    let want_pos: Vec<[u32; 3]> = (0..n).map(|i| [pos[i], pos[n + i], pos[2 * n + i]]).collect();
-    assert_eq!(stream.positions, want_pos, "HF-rule positions");
-    assert_ne!(stream.positions, {
-        let p = g.ids("position_ids");
-        (0..n).map(|i| [p[i], p[n + i], p[2 * n + i]]).collect::<Vec<_>>()
-    }, "the two rules must differ for this video");
+    assert_eq!(stream.positions, hf.positions(), "HF-rule positions");
+    assert_ne!(stream.positions, g.positions(), "the two rules must differ for this video");
     let mut cache = KvCache::new(&engine.model.cfg, n).unwrap();
     let logits = prefill(&engine.model, engine.vision().unwrap(), &stream, &mut cache, Logits::All, None).unwrap();
     let d = max_abs_diff(&logits, hf.f("logits"));

@@ -4,7 +4,7 @@
 //!
 //! | canonical (what the loaders read)     | transformers 5.x                  | original remote code            |
 //! |---------------------------------------|-----------------------------------|---------------------------------|
-//! | `model.embed_tokens`, `model.layers.`, `model.norm` | `model.language_model.…` | `model.…` (`ernie.…` too)   |
+//! | `model.embed_tokens`, `model.layers.`, `model.norm` | `model.language_model.…` | `model.…` (`ernie.…` is renamed by `Weights::open`) |
 //! | `model.vision_tower.`                 | `model.vision_tower.`             | `vision_model.`, `model.vision_model.` |
 //! | `model.resampler_model.`              | `model.resampler_model.`          | `resampler_model.`, `model.resampler_model.` |
 //! | `….spatial_linear.{fc1,fc2,ln}`       | same                              | `….spatial_linear.{0,2,3}`      |
@@ -17,7 +17,6 @@
 /// `(stored prefix, canonical prefix)`, first match wins.
 const PREFIXES: &[(&str, &str)] = &[
     ("model.language_model.", "model."),
-    ("ernie.", "model."),
     ("vision_model.", "model.vision_tower."),
     ("model.vision_model.", "model.vision_tower."),
     ("resampler_model.", "model.resampler_model."),
