@@ -173,3 +173,24 @@ fn released_28b_original_config_parses_to_the_spec_values() {
     assert_eq!(c.tokens.image, 100295);
     assert_eq!(c.tokens.video, 100295, "the original format reuses the image placeholder for video");
 }
+
+#[test]
+fn elastic_top_k_reaches_every_routing_group_and_expert_masks_are_refused() {
+    use ernie_runtime::model::Mlp;
+    use ernie_runtime::ElasticOptions;
+    let engine = Engine::load_with(&fixture("vl-moe-f32"), &ElasticOptions { top_k: Some(1), ..Default::default() }).unwrap();
+    let ks: Vec<usize> = engine
+        .model
+        .layers
+        .iter()
+        .filter_map(|l| if let Mlp::Grouped(g) = &l.mlp { Some(g.groups.iter().map(|b| b.router.top_k).collect::<Vec<_>>()) } else { None })
+        .flatten()
+        .collect();
+    assert_eq!(ks, vec![1; 4], "2 sparse layers × 2 groups, each top-1");
+    let masked = ElasticOptions { experts: Some("0-3".parse().unwrap()), ..Default::default() };
+    match Engine::load_with(&fixture("vl-moe-f32"), &masked) {
+        Err(Error::Request(m)) => assert!(m.contains("--experts"), "{m}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("expert masks must be refused for routing groups"),
+    }
+}

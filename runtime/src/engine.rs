@@ -8,7 +8,7 @@ use tokenizers_mm::{ChatMessage, TextTokenizer};
 use crate::config::generation_eos_ids;
 use crate::decode::{SamplingParams, StopReason};
 use crate::elastic::ElasticOptions;
-use crate::model::{load_text_model_with, Transformer};
+use crate::model::{load_text_model, Transformer};
 use crate::{Error, Result};
 
 /// What to generate from.
@@ -85,10 +85,10 @@ impl Engine {
         // config.json is read once (it may be a pipe that a deployment fills late).
         let config: serde_json::Value = crate::weights::read_json(&dir.join("config.json"))?;
         let (model, vl) = if crate::vl::engine::is_vl_config(&config) {
-            let (model, vision) = crate::vl::load_vl_model_with(dir, crate::vl::VlConfig::from_json(&config)?, elastic)?;
+            let (model, vision) = crate::vl::load_vl_model(dir, crate::vl::VlConfig::from_json(&config)?, elastic)?;
             (model, Some(crate::vl::engine::VlParts::load(dir, vision)?))
         } else {
-            (load_text_model_with(dir, &crate::config::TextConfig::from_json(&config)?, elastic)?, None)
+            (load_text_model(dir, &crate::config::TextConfig::from_json(&config)?, elastic)?, None)
         };
         let tokenizer = if dir.join("tokenizer.json").exists() { Some(TextTokenizer::from_dir(dir)?) } else { None };
         let mut eos_ids = generation_eos_ids(dir)?.unwrap_or_else(|| model.cfg.eos_token_id.clone());

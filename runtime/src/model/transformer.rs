@@ -162,11 +162,21 @@ impl Transformer {
                 continue;
             }
             let mut layer = Layer::load(w, &format!("model.layers.{l}"), l, kind, cfg)?;
-            if let Mlp::Moe(moe) = &mut layer.mlp {
-                moe.router.expert_mask = plan.expert_mask.get(&l).cloned();
-                if let Some(k) = plan.top_k {
-                    moe.router.top_k = k;
+            match &mut layer.mlp {
+                Mlp::Moe(moe) => {
+                    moe.router.expert_mask = plan.expert_mask.get(&l).cloned();
+                    if let Some(k) = plan.top_k {
+                        moe.router.top_k = k;
+                    }
                 }
+                // Routing groups: the top-k override applies to every group (capped at a group's
+                // expert count); expert masks are refused for them by `vl::load_vl_model`.
+                Mlp::Grouped(g) => {
+                    if let Some(k) = plan.top_k {
+                        g.groups.iter_mut().for_each(|b| b.router.top_k = k.min(b.router.num_experts));
+                    }
+                }
+                Mlp::Dense(_) => {}
             }
             layers.push(layer);
         }

@@ -45,7 +45,7 @@ pub struct VisionStack {
     pub resampler: Resampler,
 }
 
-/// Loads a VL checkpoint directory: the language model (as a [`Transformer`] with grouped-MoE
+/// Loads a VL checkpoint directory for `cfg` (its parsed config.json): the language model (as a [`Transformer`] with grouped-MoE
 /// layers and 3-D RoPE) and the [`VisionStack`], from either spelling (`vl/names.rs`), proving
 /// every tensor was used.
 ///
@@ -53,26 +53,14 @@ pub struct VisionStack {
 /// are refused for grouped MoE layers.
 ///
 /// Errors: config, safetensors and [`Error::TensorSet`] errors as for text checkpoints.
-pub fn load_vl_model(dir: &Path, elastic: &ElasticOptions) -> Result<(Transformer, VisionStack)> {
-    load_vl_model_with(dir, VlConfig::from_dir(dir)?, elastic)
-}
-
-/// [`load_vl_model`] with the config already parsed.
-pub fn load_vl_model_with(dir: &Path, cfg: VlConfig, elastic: &ElasticOptions) -> Result<(Transformer, VisionStack)> {
+pub fn load_vl_model(dir: &Path, cfg: VlConfig, elastic: &ElasticOptions) -> Result<(Transformer, VisionStack)> {
     let plan = elastic.resolve(&cfg.text)?;
     if !plan.expert_mask.is_empty() {
         return Err(Error::Request("--experts is not supported for VL checkpoints (routing groups); use --layers or --top-k".into()));
     }
     let mut w = Weights::open(dir)?;
     w.rename(names::canonical_vl_name)?;
-    let mut model = Transformer::load_elastic(&cfg.text, &mut w, &plan)?;
-    if let Some(k) = plan.top_k {
-        for layer in &mut model.layers {
-            if let crate::model::Mlp::Grouped(g) = &mut layer.mlp {
-                g.groups.iter_mut().for_each(|b| b.router.top_k = k.min(b.router.num_experts));
-            }
-        }
-    }
+    let model = Transformer::load_elastic(&cfg.text, &mut w, &plan)?;
     let tower = VisionTower::load(&mut w, "model.vision_tower", &cfg.vision)?;
     let resampler = Resampler::load(&mut w, "model.resampler_model", &cfg)?;
     w.finish()?;
