@@ -303,14 +303,6 @@ fn reduce_matches_reference_exactly() {
 
 // ---- grouped GEMM (tensor-core kernels, mma emulated warp-collectively) ----
 
-struct MoeCase {
-    n_tokens: usize,
-    top_k: usize,
-    n_experts: usize,
-    hidden: usize,
-    inter: usize,
-}
-
 /// Runs route -> align -> gemm1 -> gemm2 -> reduce(+shared) through the emulated kernels and
 /// checks every stage against the references.
 fn check_moe(case: &MoeCase, seed: u64) {
@@ -321,14 +313,7 @@ fn check_moe(case: &MoeCase, seed: u64) {
         hidden,
         inter,
     } = *case;
-    let mut rng = XorShift(seed);
-    let logits = rng.vec(n_tokens * n_experts, 3.0);
-    let mut bias = rng.vec(n_experts, 0.05);
-    bias[3] = -1e30; // expert 3 receives no tokens
-    let x = rng.bf16s(n_tokens * hidden, 1.0);
-    let w_gate_up = rng.bf16s(n_experts * 2 * inter * hidden, 0.2);
-    let w_down = rng.bf16s(n_experts * hidden * inter, 0.2);
-    let shared = rng.bf16s(n_tokens * hidden, 0.5);
+    let MoeInputs { logits, bias, x, w_gate_up, w_down, shared } = MoeInputs::random(case, seed);
 
     let plan = MoePlan::new(n_tokens, top_k, n_experts).unwrap();
     let route = RouteDims {

@@ -28,6 +28,46 @@ impl XorShift {
     }
 }
 
+/// One shape of the MoE pipeline tests (host emulation and GPU).
+pub struct MoeCase {
+    pub n_tokens: usize,
+    pub top_k: usize,
+    pub n_experts: usize,
+    pub hidden: usize,
+    pub inter: usize,
+}
+
+/// The random inputs of a MoE pipeline test; the host-emulation and GPU tests draw the same.
+pub struct MoeInputs {
+    /// `[T, E]` router logits.
+    pub logits: Vec<f32>,
+    /// `[E]` correction bias; expert 3 is pushed out so one expert receives no tokens.
+    pub bias: Vec<f32>,
+    /// `[T, H]`
+    pub x: Vec<bf16>,
+    /// `[E, 2I, H]`
+    pub w_gate_up: Vec<bf16>,
+    /// `[E, H, I]`
+    pub w_down: Vec<bf16>,
+    /// `[T, H]` shared-expert output added by the reduce.
+    pub shared: Vec<bf16>,
+}
+
+impl MoeInputs {
+    pub fn random(case: &MoeCase, seed: u64) -> MoeInputs {
+        let MoeCase { n_tokens, n_experts, hidden, inter, .. } = *case;
+        let mut rng = XorShift(seed);
+        let logits = rng.vec(n_tokens * n_experts, 3.0);
+        let mut bias = rng.vec(n_experts, 0.05);
+        bias[3] = -1e30; // expert 3 receives no tokens
+        let x = rng.bf16s(n_tokens * hidden, 1.0);
+        let w_gate_up = rng.bf16s(n_experts * 2 * inter * hidden, 0.2);
+        let w_down = rng.bf16s(n_experts * hidden * inter, 0.2);
+        let shared = rng.bf16s(n_tokens * hidden, 0.5);
+        MoeInputs { logits, bias, x, w_gate_up, w_down, shared }
+    }
+}
+
 // ---- references ----
 
 /// Reference router (spec §2.4): softmax over all experts, top-k by p + bias with ties to the
