@@ -77,6 +77,24 @@ fn open(path: &Path) -> Result<(ff::format::context::Input, usize)> {
     Ok((ictx, idx))
 }
 
+/// Reads the next packet into `packet`; `false` at the end of the container, or after
+/// `MAX_READ_ERRORS` consecutive demuxer errors (the stream is then treated as ended).
+fn read_packet(ictx: &mut ff::format::context::Input, packet: &mut ff::Packet) -> bool {
+    let mut errors = 0usize;
+    loop {
+        match packet.read(ictx) {
+            Ok(()) => return true,
+            Err(ff::Error::Eof) => return false,
+            Err(_) => {
+                errors += 1;
+                if errors > MAX_READ_ERRORS {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
 fn open_decoder(path: &Path, ictx: &ff::format::context::Input, idx: usize) -> Result<ff::decoder::Video> {
     let stream = ictx.stream(idx).ok_or_else(|| fail(path, "video stream vanished"))?;
     let ctx = ff::codec::context::Context::from_parameters(stream.parameters())
@@ -108,19 +126,7 @@ pub(super) fn scan(path: &Path, limits: &Limits) -> Result<VideoMeta> {
     let mut n: u64 = 0;
     let (mut begin, mut end) = (i64::MAX, i64::MIN);
     let mut packet = ff::Packet::empty();
-    let mut errors = 0usize;
-    loop {
-        match packet.read(&mut ictx) {
-            Ok(()) => errors = 0,
-            Err(ff::Error::Eof) => break,
-            Err(_) => {
-                errors += 1;
-                if errors > MAX_READ_ERRORS {
-                    break;
-                }
-                continue;
-            }
-        }
+    while read_packet(&mut ictx, &mut packet) {
         if packet.stream() != idx || packet.flags().bits() & PKT_FLAG_DISCARD != 0 {
             continue;
         }
@@ -170,20 +176,8 @@ pub(super) fn decode(
     let mut decoder = open_decoder(path, &ictx, idx)?;
     let mut state = FrameSink { path, meta, wanted, next: 0, decoded: 0, last, limits, scaler: None, on_frame };
     let mut packet = ff::Packet::empty();
-    let mut errors = 0usize;
     let mut frame = ff::frame::Video::empty();
-    loop {
-        match packet.read(&mut ictx) {
-            Ok(()) => errors = 0,
-            Err(ff::Error::Eof) => break,
-            Err(_) => {
-                errors += 1;
-                if errors > MAX_READ_ERRORS {
-                    break;
-                }
-                continue;
-            }
-        }
+    while read_packet(&mut ictx, &mut packet) {
         if packet.stream() != idx {
             continue;
         }
