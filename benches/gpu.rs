@@ -18,10 +18,11 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use ernie_runtime::cuda::cudarc::driver::sys::CUevent_flags;
-use ernie_runtime::cuda::kernels::moe_gemm::{AlignedRows, GemmDims};
-use ernie_runtime::cuda::kernels::MoePlan;
-use ernie_runtime::cuda::{ops, CudaDevice, CudaKvCache, CudaModel};
+use ernie_runtime::backend::cuda::cudarc::driver::sys::CUevent_flags;
+use ernie_runtime::backend::cuda::kernels::moe_gemm::{AlignedRows, GemmDims};
+use ernie_runtime::backend::cuda::kernels::MoePlan;
+use ernie_runtime::backend::cuda::{ops, CudaDevice};
+use ernie_runtime::model::cuda::{CudaKvCache, CudaModel};
 use ernie_runtime::{Error, Logits, Result, Tensor, TextConfig, Transformer, Weights};
 use half::bf16;
 use rayon::prelude::*;
@@ -66,7 +67,7 @@ impl Report {
 /// Median milliseconds per call of `f`: `batch` calls between two events, `reps` times, after a
 /// warm-up batch (module load, cuBLAS heuristics and allocations stay out of the numbers).
 fn time_ms(d: &CudaDevice, reps: usize, batch: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    let err = |e: ernie_runtime::cuda::cudarc::driver::DriverError| Error::Cuda { op: "event", message: e.to_string() };
+    let err = |e: ernie_runtime::backend::cuda::cudarc::driver::DriverError| Error::Cuda { op: "event", message: e.to_string() };
     let (start, end) = (
         d.context().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(err)?,
         d.context().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(err)?,

@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ernie_runtime::moe::MoeBlock;
+use ernie_runtime::model::moe::load_moe_block;
 use ernie_runtime::{KvCache, Logits, MoeConfig, Tensor, TextConfig, Transformer, Weights};
 use half::bf16;
 use rayon::prelude::*;
@@ -100,7 +100,7 @@ fn median_secs(mut f: impl FnMut(), n: usize) -> f64 {
 fn bench_moe_layer(c: &mut Criterion) {
     let p = "model.layers.1.mlp";
     let mut w = Weights::from_tensors(moe_tensors(p));
-    let block = MoeBlock::load(&mut w, p, H, &moe_config(), false).expect("load");
+    let block = load_moe_block(&mut w, p, H, &moe_config(), false).expect("load");
     let bw = memory_bandwidth();
     // Bytes a decode token must read: k experts + the shared MLP (bf16) + the f32 router.
     let decode_bytes = (K * 3 * H * I + 3 * H * I * SHARED) * 2 + E * H * 4;

@@ -6,17 +6,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 
-fn ernie() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ernie"))
-}
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn greedy_ids(case: &str) -> Vec<u32> {
     let bytes = std::fs::read(fixture("vl-moe-f32").join("reference").join(format!("{case}.safetensors"))).unwrap();
@@ -32,9 +26,9 @@ fn caption_json_reproduces_transformers_greedy_ids_and_writes_routing_stats() {
         .args(["caption", "--model"])
         .arg(fixture("vl-moe-f32"))
         .arg("--image")
-        .arg(root().join("assets/media/astronaut_rgb_512x512.png"))
+        .arg(repo_root().join("assets/media/astronaut_rgb_512x512.png"))
         .arg("--image")
-        .arg(root().join("assets/media/camera_gray8_512x512.png"))
+        .arg(repo_root().join("assets/media/camera_gray8_512x512.png"))
         .args(["--prompt", "What differs between these pictures?", "--max-tokens", "32", "--format", "json", "--routing-stats"])
         .arg(&stats)
         .output()
@@ -78,8 +72,8 @@ fn caption(kind: &str, file: &Path) -> Output {
 
 #[test]
 fn every_media_file_captions_or_fails_cleanly() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("assets/media")).unwrap().map(|e| e.unwrap().path()).collect();
-    let corpus = std::env::var_os("ERNIE_MEDIA_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/media"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("assets/media")).unwrap().map(|e| e.unwrap().path()).collect();
+    let corpus = std::env::var_os("ERNIE_MEDIA_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared/media"));
     for sub in ["images", "video", "audio"] {
         if let Ok(rd) = std::fs::read_dir(corpus.join(sub)) {
             files.extend(rd.map(|e| e.unwrap().path()).filter(|p| p.is_file()));
@@ -118,7 +112,7 @@ fn bad_arguments_and_text_checkpoints_fail_cleanly() {
     let nodir = ernie().args(["caption", "--model"]).arg(fixture("vl-moe-f32")).args(["--prompt", "hi", "--routing-stats", "/nonexistent-dir/r.json"]).output().unwrap();
     assert_clean(&nodir, "routing stats folder");
     assert!(nodir.stdout.is_empty(), "fails before generating anything");
-    let video_as_image = ernie().args(["caption", "--model"]).arg(fixture("vl-moe-f32")).arg("--image").arg(root().join("assets/media/testsrc2_256x144_vp9_opus_15frames.webm")).output().unwrap();
+    let video_as_image = ernie().args(["caption", "--model"]).arg(fixture("vl-moe-f32")).arg("--image").arg(repo_root().join("assets/media/testsrc2_256x144_vp9_opus_15frames.webm")).output().unwrap();
     assert_clean(&video_as_image, "video as image");
     assert!(String::from_utf8_lossy(&video_as_image.stderr).contains("--video"));
     let negative = ernie().args(["caption", "--model"]).arg(fixture("vl-moe-f32")).args(["--prompt", "hi", "--temperature", "-1"]).output().unwrap();
@@ -134,7 +128,7 @@ fn routing_stats_path_ending_in_png_keeps_both_files() {
         .args(["caption", "--model"])
         .arg(fixture("vl-moe-f32"))
         .arg("--image")
-        .arg(root().join("assets/media/camera_gray8_512x512.png"))
+        .arg(repo_root().join("assets/media/camera_gray8_512x512.png"))
         .args(["--max-tokens", "3", "--routing-stats"])
         .arg(&png)
         .output()
@@ -152,7 +146,7 @@ fn demo_checkpoint_is_created_on_first_use_and_captions() {
         ernie()
             .env("ERNIE_CACHE_DIR", cache.path())
             .args(["caption", "--image"])
-            .arg(root().join("assets/media/coffee_progressive_600x400.jpg"))
+            .arg(repo_root().join("assets/media/coffee_progressive_600x400.jpg"))
             .args(["--max-tokens", "6", "--format", "json"])
             .output()
             .unwrap()

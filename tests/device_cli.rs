@@ -4,18 +4,22 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 use ernie_runtime::{Device, Error};
 
 fn generate(device: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ernie"));
-    cmd.args(["generate", "--model"]).arg(fixture("dense-f32")).args(["--prompt", "Hello", "--max-tokens", "4", "--format", "json"]);
+    generate_with("dense-f32", device, &[])
+}
+
+fn generate_with(model: &str, device: Option<&str>, extra: &[&str]) -> Output {
+    let mut cmd = ernie();
+    cmd.args(["generate", "--model"]).arg(fixture(model)).args(["--prompt", "Hello", "--max-tokens", "4", "--format", "json"]);
     if let Some(d) = device {
         cmd.args(["--device", d]);
     }
-    cmd.output().expect("runs the ernie binary")
+    cmd.args(extra).output().expect("runs the ernie binary")
 }
 
 fn one_error_line(out: &Output) -> String {
@@ -54,6 +58,34 @@ fn cuda_runs_or_fails_cleanly() {
             assert!(built);
             let line = one_error_line(&out);
             assert!(line.contains("CUDA is unavailable") && line.contains("cuda:0"), "{line}");
+        }
+        Err(other) => panic!("opening cuda here failed unexpectedly: {other}"),
+    }
+}
+
+/// MTP drafting on a CUDA device (moe-f32 ships an MTP head, so `auto` would draft on the CPU):
+/// a fixed draft depth is one clear error wherever CUDA cannot run it, never a silent CPU run;
+/// `auto` decodes plainly on the GPU when there is one.
+#[test]
+fn speculative_on_cuda_never_falls_back_to_the_cpu() {
+    let drafted = generate_with("moe-f32", Some("cuda"), &["--draft-tokens", "2"]);
+    match Device::parse("cuda") {
+        Ok(_) => {
+            let line = one_error_line(&drafted);
+            assert!(line.contains("speculative decoding") && line.contains("not supported by this build or device"), "{line}");
+            let auto = generate_with("moe-f32", Some("cuda"), &["--draft-tokens", "auto"]);
+            assert!(auto.status.success(), "{}", String::from_utf8_lossy(&auto.stderr));
+            assert!(!String::from_utf8_lossy(&auto.stderr).contains("MTP drafts:"), "auto must not draft on the CPU");
+        }
+        Err(Error::CudaNotCompiled) => {
+            let line = one_error_line(&drafted);
+            assert!(line.contains("no CUDA support") && line.contains("--features cuda"), "{line}");
+            assert!(drafted.stdout.is_empty(), "nothing may be generated on the CPU");
+        }
+        Err(Error::CudaUnavailable { .. }) => {
+            let line = one_error_line(&drafted);
+            assert!(line.contains("CUDA is unavailable") && line.contains("cuda:0"), "{line}");
+            assert!(drafted.stdout.is_empty(), "nothing may be generated on the CPU");
         }
         Err(other) => panic!("opening cuda here failed unexpectedly: {other}"),
     }

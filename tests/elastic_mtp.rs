@@ -4,11 +4,11 @@
 mod common;
 
 use common::*;
-use ernie_runtime::elastic::parse_index_list;
-use ernie_runtime::speculative::{accept_or_resample, Drafter, MtpDrafter};
+use ernie_runtime::model::elastic::parse_index_list;
+use ernie_runtime::infer::speculative::{accept_or_resample, Drafter, MtpDrafter};
 use ernie_runtime::{
     DraftMode, ElasticOptions, Engine, Error, ExpertSpec, GenerateRequest, KvCache, LayerSpec, Logits, Result, Sampler,
-    SamplingParams,
+    SamplingParams, Transformer,
 };
 
 /// A drafter that knows the greedy answer and plants a wrong token at every `wrong_every`-th draft
@@ -23,7 +23,7 @@ struct Oracle {
 }
 
 impl Drafter for Oracle {
-    fn draft(&mut self, _: &Engine, _: &[f32], tokens: &[u32], d: usize, _: &mut Sampler) -> Result<(Vec<u32>, Vec<Vec<f32>>)> {
+    fn draft(&mut self, _: &Transformer, _: &[f32], tokens: &[u32], d: usize, _: &mut Sampler) -> Result<(Vec<u32>, Vec<Vec<f32>>)> {
         self.seen += tokens.len();
         let g = self.seen - (self.prompt_len - 1); // generated tokens committed so far
         let mut drafts: Vec<u32> = self.answer.iter().skip(g).take(d).copied().collect();
@@ -112,7 +112,7 @@ fn rollback_leaves_the_kv_cache_as_a_plain_run_would() {
     }
     // The MTP drafter's own cache after a run holds one row per committed position but the last.
     let mut cache = KvCache::new(cfg, ids.len() + n - 1).unwrap();
-    let mut drafter = MtpDrafter::new(&engine, &mtp, ids.len() + n + 4).unwrap();
+    let mut drafter = MtpDrafter::new(&engine.model, &mtp, ids.len() + n + 4).unwrap();
     engine.generate_speculative_with(&ids, &greedy_req(n), DraftMode::Fixed(3), &mut drafter, &mut cache, &mut |_| {}).unwrap();
     assert!(drafter.cache.len() < cache.len() && drafter.cache.len() >= ids.len());
 }
@@ -157,7 +157,7 @@ fn draft_tokens_without_mtp_is_an_error_and_auto_falls_back() {
     let exp = expected("moe-bf16-stacked");
     let engine = Engine::load(&fixture("moe-bf16-stacked")).unwrap();
     let ids = u32s(&exp["prompt_ids"]);
-    assert!(matches!(engine.generate_speculative(&ids, &greedy_req(4), DraftMode::Fixed(2), &mut |_| {}), Err(Error::Request(_))));
+    assert!(matches!(engine.generate_speculative(&ids, &greedy_req(4), DraftMode::Fixed(2), &mut |_| {}), Err(Error::InvalidOption { option: "draft_tokens", .. })));
     let (gen, stats) = engine.generate_speculative(&ids, &greedy_req(8), DraftMode::Auto, &mut |_| {}).unwrap();
     assert_eq!(gen.token_ids, u32s(&exp["greedy_ids"])[..8].to_vec());
     assert_eq!(stats.drafted, 0);
@@ -232,20 +232,20 @@ fn top_k_override_keeps_the_best_slots_and_renormalises() {
 fn bad_elastic_options_are_clear_errors() {
     let dir = fixture("moe-f32");
     let load = |o: ElasticOptions| match Engine::load_with(&dir, &o) {
-        Err(Error::Request(msg)) => msg,
+        Err(Error::InvalidOption { option, reason }) => format!("{option}: {reason}"),
         Err(e) => panic!("wrong error type: {e}"),
         Ok(_) => panic!("{o:?} should fail"),
     };
     assert!(load(ElasticOptions { layers: Some(LayerSpec::Keep(vec![7])), ..Default::default() }).contains("layer 7"));
-    assert!(load(ElasticOptions { layers: Some(LayerSpec::Count(2)), ..Default::default() }).contains("--layers"));
-    assert!(load(ElasticOptions { top_k: Some(0), ..Default::default() }).contains("--top-k"));
-    assert!(load(ElasticOptions { top_k: Some(7), ..Default::default() }).contains("--top-k"));
+    assert!(load(ElasticOptions { layers: Some(LayerSpec::Count(2)), ..Default::default() }).contains("layers: "));
+    assert!(load(ElasticOptions { top_k: Some(0), ..Default::default() }).contains("top_k: "));
+    assert!(load(ElasticOptions { top_k: Some(7), ..Default::default() }).contains("top_k: "));
     let two = ElasticOptions { experts: Some("0-1".parse().unwrap()), top_k: Some(3), ..Default::default() };
-    assert!(load(two).contains("--top-k"));
+    assert!(load(two).contains("top_k: "));
     assert!(load(ElasticOptions { experts: Some("0,9".parse().unwrap()), ..Default::default() }).contains("expert 9"));
     assert!(load(ElasticOptions { experts: Some("0:0-3".parse().unwrap()), ..Default::default() }).contains("not a MoE layer"));
     let dense = Engine::load_with(&fixture("dense-f32"), &ElasticOptions { top_k: Some(1), ..Default::default() });
-    assert!(matches!(dense, Err(Error::Request(_))));
+    assert!(matches!(dense, Err(Error::InvalidOption { option: "top_k", .. })));
     assert!("1-x".parse::<LayerSpec>().is_err());
     assert!("5-2".parse::<LayerSpec>().is_err());
     assert!("1:0;1:2".parse::<ExpertSpec>().is_err());
@@ -267,8 +267,8 @@ fn layer_count_drops_evenly_from_the_middle() {
     assert_eq!(dropped, vec![3, 7, 10, 14, 17, 20, 24]);
 }
 
-fn ernie(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_ernie")).args(args).output().unwrap()
+fn ernie_out(args: &[&str]) -> std::process::Output {
+    ernie().args(args).output().unwrap()
 }
 
 #[test]
@@ -277,7 +277,7 @@ fn cli_exposes_draft_and_elastic_options() {
     let model = model.to_str().unwrap();
     let exp = expected("moe-f32");
     let prompt = exp["messages"][0]["content"].as_str().unwrap();
-    let out = ernie(&["generate", "--model", model, "--prompt", prompt, "--max-tokens", "32", "--draft-tokens", "2", "--format", "json"]);
+    let out = ernie_out(&["generate", "--model", model, "--prompt", prompt, "--max-tokens", "32", "--draft-tokens", "2", "--format", "json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(u32s(&v["token_ids"]), u32s(&exp["greedy_ids"]));
@@ -285,18 +285,18 @@ fn cli_exposes_draft_and_elastic_options() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("MTP drafts:"));
 
     let drop: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("moe-f32").join("expected_drop_layer1.json")).unwrap()).unwrap();
-    let out = ernie(&["generate", "--model", model, "--prompt", prompt, "--max-tokens", "32", "--layers", "0,2", "--draft-tokens", "0", "--format", "json"]);
+    let out = ernie_out(&["generate", "--model", model, "--prompt", prompt, "--max-tokens", "32", "--layers", "0,2", "--draft-tokens", "0", "--format", "json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(u32s(&v["token_ids"]), u32s(&drop["greedy_ids"]));
     assert!(v["accepted_draft_fraction"].is_null());
 
-    let out = ernie(&["generate", "--model", model, "--prompt", "x", "--top-k", "9"]);
+    let out = ernie_out(&["generate", "--model", model, "--prompt", "x", "--top-k", "9"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--top-k") && err.trim_end().lines().count() == 1, "{err}");
 
-    let help = String::from_utf8_lossy(&ernie(&["generate", "--help"]).stdout).to_string();
+    let help = String::from_utf8_lossy(&ernie_out(&["generate", "--help"]).stdout).to_string();
     for flag in ["--draft-tokens", "--layers", "--experts", "--top-k"] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

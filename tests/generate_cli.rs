@@ -2,14 +2,9 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use ernie_runtime::{Engine, Error, GenerateRequest, SamplingParams, StopReason};
 
-fn ernie() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ernie"))
-}
 
 #[test]
 fn generate_json_reproduces_transformers_greedy_ids() {

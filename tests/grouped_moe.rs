@@ -1,14 +1,14 @@
 //! Routing groups as configuration (spec §3.4, §1.1): the grouped MoE's fast path against its
 //! per-token twin, token-to-group isolation, and one group equal to the text MoE on every token.
 
-use ernie_runtime::moe::{GroupedMoe, MoeBlock};
+mod common;
+
+use common::randn;
+use ernie_runtime::model::moe::{load_grouped_moe, load_moe_block};
 use ernie_runtime::{MoeConfig, Tensor, Weights};
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 
-fn randn(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale).collect()
-}
 
 fn t(data: Vec<f32>, shape: Vec<usize>) -> Tensor {
     Tensor::from_f32(data, shape).unwrap()
@@ -40,7 +40,7 @@ fn two_groups_fast_equals_slow_and_isolate_tokens() {
     let mut rng = StdRng::seed_from_u64(11);
     let p = "model.layers.1.mlp";
     let mut w = Weights::from_tensors(hf_layer(&mut rng, p));
-    let moe = GroupedMoe::load(&mut w, p, H, &groups(), false).unwrap();
+    let moe = load_grouped_moe(&mut w, p, H, &groups(), false).unwrap();
     w.finish().unwrap();
     let x = randn(&mut rng, 9 * H, 1.0);
     let g = [0u8, 1, 1, 0, 1, 0, 0, 1, 1];
@@ -81,10 +81,10 @@ fn one_group_is_the_text_moe_on_every_token() {
     }
     let m = MoeConfig { num_experts: e, top_k: 3, moe_intermediate_size: 16, moe_num_shared_experts: 1, moe_norm_min: 1e-12 };
     let mut w1 = Weights::from_tensors(tensors.clone());
-    let unified = GroupedMoe::load(&mut w1, p, H, std::slice::from_ref(&m), false).unwrap();
+    let unified = load_grouped_moe(&mut w1, p, H, std::slice::from_ref(&m), false).unwrap();
     w1.finish().unwrap();
     let mut w2 = Weights::from_tensors(tensors);
-    let text = MoeBlock::load(&mut w2, p, H, &m, false).unwrap();
+    let text = load_moe_block(&mut w2, p, H, &m, false).unwrap();
     w2.finish().unwrap();
     let x = randn(&mut rng, 7 * H, 1.0);
     // Modality no longer matters: every token is in group 0.
@@ -128,10 +128,10 @@ fn original_layout_loads_the_same_layer() {
     orig.push((format!("{p}.moe_statics.e_score_correction_bias"), t(bias, vec![2, 8])));
     orig.extend(hf.iter().filter(|(k, _)| k.contains("shared_experts")).cloned());
     let mut w1 = Weights::from_tensors(hf.clone());
-    let a = GroupedMoe::load(&mut w1, p, H, &groups(), false).unwrap();
+    let a = load_grouped_moe(&mut w1, p, H, &groups(), false).unwrap();
     w1.finish().unwrap();
     let mut w2 = Weights::from_tensors(orig);
-    let b = GroupedMoe::load(&mut w2, p, H, &groups(), false).unwrap();
+    let b = load_grouped_moe(&mut w2, p, H, &groups(), false).unwrap();
     w2.finish().unwrap();
     let x = randn(&mut rng, 5 * H, 1.0);
     let g = [1u8, 0, 1, 1, 0];

@@ -5,29 +5,26 @@
 //! JPEGs decoded by the `image` crate); a prompt's ids equal the HF processor's; bad inputs
 //! fail with one clear line naming the file.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use common::{ernie, repo_root};
 
 use serde_json::Value as Json;
 
-fn ernie() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ernie"))
-}
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn model() -> PathBuf {
-    root().join("tests/fixtures/vl-preprocess")
+    repo_root().join("tests/fixtures/vl-preprocess")
 }
 
 fn media_dir() -> PathBuf {
-    std::env::var_os("ERNIE_MEDIA_DIR").map_or_else(|| root().join("../shared/media"), PathBuf::from)
+    std::env::var_os("ERNIE_MEDIA_DIR").map_or_else(|| repo_root().join("../shared/media"), PathBuf::from)
 }
 
 fn goldens() -> Json {
-    serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/media_goldens.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(repo_root().join("tests/fixtures/media_goldens.json")).unwrap()).unwrap()
 }
 
 fn inspect(args: &[&str], images: &[PathBuf]) -> std::process::Output {

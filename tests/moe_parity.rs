@@ -2,19 +2,20 @@
 //! reduce) against the slow per-token loop, over awkward shapes: 1 and 33 and 511 rows, an expert
 //! with no rows, top_k = 1, expert counts that are not powers of two, bf16 and f32 weights.
 
-use ernie_runtime::moe::{group_by_expert, route_logits, MoeBlock};
+mod common;
+
+use common::randn;
+use ernie_runtime::model::moe::load_moe_block;
+use ernie_runtime::nn::moe::{group_by_expert, route_logits, MoeBlock};
 use ernie_runtime::{MoeConfig, Tensor, Weights};
 use half::bf16;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 
 /// Both paths compute in f32 but sum in different orders (GEMM blocking vs f64 dot products):
 /// relative differences stay near 1e-6; 1e-4 of the output scale is a generous bound.
 const MOE_RTOL: f32 = 1e-4;
 
-fn randn(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale).collect()
-}
 
 fn tensor(data: Vec<f32>, shape: Vec<usize>, bf: bool) -> Tensor {
     if bf {
@@ -63,7 +64,7 @@ fn build(c: &Case, seed: u64) -> MoeBlock {
     }
     let mut w = Weights::from_tensors(t);
     let m = MoeConfig { num_experts: c.e, top_k: c.k, moe_intermediate_size: c.i, moe_num_shared_experts: c.shared, moe_norm_min: 1e-12 };
-    let block = MoeBlock::load(&mut w, p, c.h, &m, false).unwrap();
+    let block = load_moe_block(&mut w, p, c.h, &m, false).unwrap();
     w.finish().unwrap();
     block
 }

@@ -1,6 +1,7 @@
 //! Every fast CPU op against its slow twin, plus a RoPE test that fails under NeoX pairing.
 
 use ernie_runtime::ops::*;
+use ernie_runtime::config::MropeSection;
 use ernie_runtime::Tensor;
 use half::{bf16, f16};
 use rand::rngs::StdRng;
@@ -186,7 +187,7 @@ fn vision_rope_fast_equals_slow_and_pairs_halves() {
 
 #[test]
 fn vision_frame_attention_fast_equals_slow_and_stays_in_its_frame() {
-    use ernie_runtime::vl::vision::{frame_attention, frame_attention_slow};
+    use ernie_runtime::model::vision::tower::{frame_attention, frame_attention_slow};
     let mut rng = StdRng::seed_from_u64(6);
     let (nh, hd, frame) = (2, 8, 6);
     let n = 3 * frame;

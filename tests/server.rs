@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::fixture;
+use common::{ernie, fixture, repo_root};
 use ernie_runtime::{EmbedInput, EmbedOptions, Engine, GenerateRequest, Prompt, SamplingParams, StopReason};
 use serde_json::{json, Value};
 use tokenizers_mm::ChatMessage;
@@ -40,7 +40,7 @@ struct Server {
 
 impl Server {
     fn start_dir(dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ernie"))
+        let mut child = ernie()
             .args(["serve", "--model"])
             .arg(dir)
             .args(["--host", "127.0.0.1", "--port", "0"])
@@ -540,7 +540,7 @@ fn load_run_matches_library() {
 fn vl_chat_with_an_inline_image_matches_transformers() {
     let server = Server::start_dir(&fixture("vl-moe-f32"), &["--max-body-bytes", "4000000", "--max-prompt-tokens", "512"]);
     server.wait_ready();
-    let png = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/media/astronaut_rgb_512x512.png")).unwrap();
+    let png = std::fs::read(repo_root().join("assets/media/astronaut_rgb_512x512.png")).unwrap();
     let uri = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png));
     let body = json!({"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": "Describe this image."}]}],

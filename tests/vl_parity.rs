@@ -7,10 +7,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
-use ernie_runtime::vl::{prefill, PrefillTrace};
+use ernie_runtime::infer::prefill::{prefill, PrefillTrace};
 use ernie_runtime::{Engine, KvCache, Logits, MediaInput};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Map;
@@ -76,9 +76,6 @@ impl Golden {
     }
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn golden(fixture_name: &str, case: &str) -> Golden {
     Golden::open(&fixture(fixture_name).join("reference").join(format!("{case}.safetensors")))
@@ -88,11 +85,11 @@ fn golden(fixture_name: &str, case: &str) -> Golden {
 /// reference's), the video from the reference pixels (its decoding is checked separately).
 fn media(engine: &Engine, case: &str, g: &Golden) -> Vec<MediaItem> {
     match case {
-        "image" | "image_unified" => engine.load_media(&[MediaInput::Image(root().join("assets/media/astronaut_rgb_512x512.png"))]).unwrap(),
+        "image" | "image_unified" => engine.load_media(&[MediaInput::Image(repo_root().join("assets/media/astronaut_rgb_512x512.png"))]).unwrap(),
         "two_images" => engine
             .load_media(&[
-                MediaInput::Image(root().join("assets/media/astronaut_rgb_512x512.png")),
-                MediaInput::Image(root().join("assets/media/camera_gray8_512x512.png")),
+                MediaInput::Image(repo_root().join("assets/media/astronaut_rgb_512x512.png")),
+                MediaInput::Image(repo_root().join("assets/media/camera_gray8_512x512.png")),
             ])
             .unwrap(),
         "video" => {
@@ -253,7 +250,7 @@ fn video_file_decodes_to_the_reference_frames() {
     // repeated), resize, normalise, patchify.
     let engine = Engine::load(&fixture("vl-moe-f32")).unwrap();
     let g = golden("vl-moe-f32", "video");
-    let items = engine.load_media(&[MediaInput::Video(root().join("assets/media/testsrc2_256x144_vp9_opus_15frames.webm"))]).unwrap();
+    let items = engine.load_media(&[MediaInput::Video(repo_root().join("assets/media/testsrc2_256x144_vp9_opus_15frames.webm"))]).unwrap();
     assert_eq!(items[0].grid_thw, Some(g.grids()[0]), "video grid");
     let want = g.f("pixel_values_videos");
     let got = &items[0].tensor.data;

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use ernie_runtime::vl::prefill;
+use ernie_runtime::infer::prefill::prefill;
 use ernie_runtime::{Engine, Error, KvCache, Logits, MediaInput};
 use serde_json::{json, Value};
 use tokenizers_mm::{MediaItem, MediaKind, MediaTensor, StreamPrompt, TokenLayout};
@@ -165,7 +165,7 @@ fn released_28b_original_config_parses_to_the_spec_values() {
     });
     let c = ernie_runtime::VlConfig::from_json(&v).unwrap();
     let t = &c.text;
-    assert_eq!(t.mrope_section, Some(ernie_runtime::ops::MropeSection { hw_pairs: 44, t_pairs: 20 }));
+    assert_eq!(t.mrope_section, Some(ernie_runtime::config::MropeSection { hw_pairs: 44, t_pairs: 20 }));
     assert_eq!(t.moe_groups.iter().map(|g| (g.num_experts, g.moe_intermediate_size, g.top_k)).collect::<Vec<_>>(), vec![(64, 1536, 6), (64, 512, 6)]);
     assert_eq!(t.mlp_layer_types[0], ernie_runtime::MlpKind::Dense);
     assert!(t.mlp_layer_types[1..].iter().all(|&k| k == ernie_runtime::MlpKind::Moe));
@@ -189,7 +189,7 @@ fn elastic_top_k_reaches_every_routing_group_and_expert_masks_are_refused() {
     assert_eq!(ks, vec![1; 4], "2 sparse layers × 2 groups, each top-1");
     let masked = ElasticOptions { experts: Some("0-3".parse().unwrap()), ..Default::default() };
     match Engine::load_with(&fixture("vl-moe-f32"), &masked) {
-        Err(Error::Request(m)) => assert!(m.contains("--experts"), "{m}"),
+        Err(Error::Unsupported { what, hint }) => assert!(what.contains("experts") && !hint.is_empty(), "{what}: {hint}"),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("expert masks must be refused for routing groups"),
     }

@@ -9,13 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use ernie_runtime::demo::{default_cache_dir, ensure_demo_checkpoint};
-use ernie_runtime::routing_stats::RoutingStats;
-use ernie_runtime::model::Mlp;
-use ernie_runtime::trace::Trace;
+use ernie_runtime::tools::demo::{default_cache_dir, ensure_demo_checkpoint};
+use ernie_runtime::tools::routing_stats::RoutingStats;
 use ernie_runtime::{ElasticOptions, Engine, LayerSpec, MediaInput, PrefillTrace};
 use indicatif::{ProgressBar, ProgressStyle};
-use tokenizers_mm::{StreamPrompt, TokenStream};
+use tokenizers_mm::StreamPrompt;
 
 use crate::args::{Format, Sampling};
 
@@ -119,7 +117,7 @@ pub fn run(args: Args) -> Result<()> {
     };
 
     if let Some((json_path, png_path)) = &stats_paths {
-        let stats = routing_stats(&engine, &stream, &keep.trace, &decode_routing);
+        let stats = RoutingStats::collect(&engine.model, &stream, &keep.trace, &decode_routing);
         stats.write_json(json_path).with_context(|| format!("writing {}", json_path.display()))?;
         stats.write_heatmap_png(png_path).with_context(|| format!("writing {}", png_path.display()))?;
         eprintln!("routing stats: {} and {}", json_path.display(), png_path.display());
@@ -191,51 +189,6 @@ fn demo_checkpoint() -> Result<PathBuf> {
          checkpoint directory)."
     );
     Ok(dir)
-}
-
-/// Expert load by modality: prompt tokens from the prefill trace (per stream modality), generated
-/// tokens as text.
-fn routing_stats(engine: &Engine, stream: &TokenStream, prefill: &Trace, decode: &[Trace]) -> RoutingStats {
-    let mut stats = RoutingStats::new();
-    for (&layer, groups) in &prefill.group_routing {
-        for g in groups {
-            let (k, e) = (g.routing.top_k, num_experts(engine, layer, g.group));
-            for modality in 0..4u8 {
-                let ids: Vec<u32> = g
-                    .tokens
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &tok)| stream.modality.get(tok as usize) == Some(&modality))
-                    .flat_map(|(i, _)| g.routing.expert_ids[i * k..(i + 1) * k].iter().copied())
-                    .collect();
-                if !ids.is_empty() {
-                    stats.add(layer, modality, e, k, &ids);
-                }
-            }
-        }
-    }
-    for trace in decode {
-        for (&layer, groups) in &trace.group_routing {
-            for g in groups {
-                stats.add(layer, 0, num_experts(engine, layer, g.group), g.routing.top_k, &g.routing.expert_ids);
-            }
-        }
-    }
-    stats
-}
-
-/// Routed experts of `group` in checkpoint layer `layer`.
-fn num_experts(engine: &Engine, layer: usize, group: usize) -> usize {
-    engine
-        .model
-        .layers
-        .iter()
-        .find(|l| l.index == layer)
-        .and_then(|l| match &l.mlp {
-            Mlp::Grouped(m) => m.groups.get(group).map(|b| b.router.num_experts),
-            _ => None,
-        })
-        .unwrap_or(0)
 }
 
 /// A progress line on stderr, only when stderr is a terminal (indicatif).

@@ -15,7 +15,8 @@ use anyhow::{Context, Result};
 use tokenizers_mm::audio::{preprocess_audio, AudioConfig, MelConfig};
 use tokenizers_mm::image::{AlphaMode, ImageProcessor, ImageProcessorConfig};
 use tokenizers_mm::video::{load_video, VideoConfig};
-use tokenizers_mm::{build_stream, Limits, MediaItem, PositionRule, StreamConfig, StreamPrompt, TextTokenizer, VideoPlaceholder};
+use ernie_runtime::engine::stream_config_for;
+use tokenizers_mm::{build_stream, Limits, MediaItem, PositionRule, StreamPrompt, TextTokenizer, VideoPlaceholder};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -57,12 +58,13 @@ pub struct Args {
     /// Use the prompt as is (trusted, special-token text parsed, no chat template).
     #[arg(long)]
     raw: bool,
-    /// Position rule for the (t, h, w) ids.
-    #[arg(long, value_enum, default_value_t = Rule::Ernie45Vl)]
-    positions: Rule,
+    /// Position rule for the (t, h, w) ids. Default: the one `caption` uses for this checkpoint.
+    #[arg(long, value_enum)]
+    positions: Option<Rule>,
     /// Video placeholder id: HF's <|VIDEO_PLACEHOLDER|> or the original <|IMAGE_PLACEHOLDER|>.
-    #[arg(long, value_enum, default_value_t = VideoId::Hf)]
-    video_placeholder: VideoId,
+    /// Default: the one `caption` uses for this checkpoint (from its config.json; HF without one).
+    #[arg(long, value_enum)]
+    video_placeholder: Option<VideoId>,
     /// Alpha handling: composite on white (HF processor on a PIL image) or drop (HF on a path).
     #[arg(long, value_enum, default_value_t = Alpha::Composite)]
     alpha: Alpha,
@@ -128,17 +130,21 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         StreamPrompt::user(&args.prompt, count(Image), count(Video), count(Audio))
     };
-    let cfg = StreamConfig {
-        rule: match args.positions {
+    // The engine's stream layout for this checkpoint (no weights read), then the flags.
+    let mut cfg = stream_config_for(&args.model).with_context(|| format!("reading the config of {}", args.model.display()))?;
+    if let Some(rule) = args.positions {
+        cfg.rule = match rule {
             Rule::Ernie45Vl => PositionRule::Ernie45Vl,
             Rule::Ernie45VlHf => PositionRule::Ernie45VlHf,
             Rule::UniRope => PositionRule::UniRope,
-        },
-        video_placeholder: match args.video_placeholder {
+        };
+    }
+    if let Some(id) = args.video_placeholder {
+        cfg.video_placeholder = match id {
             VideoId::Hf => VideoPlaceholder::Hf,
             VideoId::Original => VideoPlaceholder::Original,
-        },
-    };
+        };
+    }
     let stream = build_stream(&tok, &prompt, media, &cfg)?;
     let mut report = stream.inspect_json();
     report["model"] = serde_json::json!(args.model.display().to_string());

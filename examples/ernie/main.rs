@@ -54,12 +54,26 @@ pub(crate) fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The flag that sets a runtime option: the library names options (`top_k`), the user typed
+/// `--top-k`.
+fn flag_of(option: &str) -> String {
+    format!("--{}", option.replace('_', "-"))
+}
+
+/// One cause's text, with runtime option names given as this binary's flags.
+fn cause_text(cause: &(dyn std::error::Error + 'static)) -> String {
+    match cause.downcast_ref::<ernie_runtime::Error>() {
+        Some(ernie_runtime::Error::InvalidOption { option, reason }) => format!("{}: {reason}", flag_of(option)),
+        _ => cause.to_string(),
+    }
+}
+
 /// One clear line: the error and its causes, joined with ": ", skipping a cause whose text the
 /// line already holds (the runtime's errors print their source inside their own message).
 fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
-        let text = cause.to_string().replace('\n', " ");
+        let text = cause_text(cause).replace('\n', " ");
         if line.contains(&text) {
             continue;
         }

@@ -1,53 +1,51 @@
-//! `ernie-runtime`: runs ERNIE 4.5 checkpoints (dense and MoE) in Hugging Face layout on CPU,
-//! matching transformers (spec: `shared/spec/ernie-architecture.md` §2).
+//! `ernie-runtime`: runs ERNIE 4.5 checkpoints (dense, MoE and VL) in Hugging Face layout on the
+//! CPU, and text checkpoints on CUDA, matching transformers (spec:
+//! `shared/spec/ernie-architecture.md` §2). `docs/architecture.md` is the map.
 //!
-//! The pieces, in forward order: [`config`] (config.json) → [`weights`] (mmapped safetensors) →
-//! [`model::Transformer`] (embedding, [`attention`] with the [`kv_cache`], dense FFN or [`moe`]
-//! block, final norm, head) → [`decode`] (sampling, stop rules) → [`Engine`] (generation, step-wise
-//! through [`generator`], and embeddings through [`embed`]).
+//! The layers, each importing only from those before it:
+//!
+//! ```text
+//! error io tensor weights config   base: errors, JSON, weight tensors, mmapped safetensors, config.json
+//! ops                               CPU math on slices
+//! backend                           Device / DeviceSpec, CUDA plumbing (a stub without `cuda`)
+//! nn                                layers on ops: Linear, norms, MLP, attention, KV cache, MoE, trace
+//! model                             networks: decoder, MTP head, vision, loading, elastic, GPU mirror
+//! infer                             one request: runner, sampling + stop rule, generator, prefill, speculative
+//! engine                            the Engine facade
+//! tools                             routing statistics, the demo checkpoint
+//! ```
 
-pub mod attention;
+#![warn(missing_docs)]
+
+pub mod backend;
 pub mod config;
-// The CUDA backend; without the `cuda` feature a stub with the same names (CudaNotCompiled).
-#[cfg(feature = "cuda")]
-pub mod cuda;
-#[cfg(not(feature = "cuda"))]
-#[path = "cuda_stub.rs"]
-pub mod cuda;
-pub mod decode;
-pub mod device;
-pub mod elastic;
-pub mod embed;
 pub mod engine;
 mod error;
-pub mod generator;
-pub mod kv_cache;
+pub mod infer;
+pub mod io;
 pub mod model;
-pub mod moe;
-pub mod mtp;
+pub mod nn;
 pub mod ops;
-pub mod speculative;
 pub mod tensor;
-pub mod trace;
-pub mod vl;
+pub mod tools;
 pub mod weights;
-pub mod demo;
-pub mod routing_stats;
 
-pub use config::{MlpKind, ModelType, MoeConfig, TextConfig};
-pub use decode::{Sampler, SamplingParams, StopReason};
-pub use device::{Device, DeviceCache, DeviceSpec};
-pub use elastic::{ElasticOptions, ExpertSpec, LayerSpec};
-pub use embed::{EmbedInput, EmbedOptions, Embedding, Media, Pooling};
-pub use engine::{Engine, GenerateRequest, Generation, Prompt};
+// The facade, in the order a caller meets it: the engine and its requests, what they return,
+// devices, loading options, then the lower-level types tests and tools reach for.
+pub use engine::{Engine, Prompt};
+pub use infer::{GenerateRequest, Generation, Generator, SamplingParams, Step, StopReason};
+pub use engine::{EmbedInput, EmbedOptions, Embedding, Media, MediaInput};
+pub use infer::pool::Pooling;
+pub use infer::prefill::PrefillTrace;
+pub use infer::speculative::{DraftMode, DraftStats};
 pub use error::{Error, Result};
-pub use generator::{Generator, Step};
-pub use kv_cache::KvCache;
-pub use speculative::{DraftMode, DraftStats};
+pub use backend::{Device, DeviceSpec};
+pub use infer::{DeviceCache, Runner, Sampler, StopMatcher, StopRule};
+pub use model::elastic::{ElasticOptions, ExpertSpec, LayerSpec};
+pub use config::{MlpKind, ModelConfig, ModelType, MoeConfig, TextConfig, VlConfig};
 pub use model::{Logits, Transformer};
+pub use nn::kv_cache::KvCache;
 pub use tensor::{DType, Tensor};
-pub use vl::engine::MediaInput;
-pub use vl::{PrefillTrace, VlConfig};
 pub use weights::Weights;
-pub use demo::{default_cache_dir, ensure_demo_checkpoint, DEMO_NAME};
-pub use routing_stats::RoutingStats;
+pub use tools::demo::{default_cache_dir, ensure_demo_checkpoint, DEMO_NAME};
+pub use tools::routing_stats::RoutingStats;

@@ -13,8 +13,11 @@ use crate::{Error, Result};
 /// Element type of a stored tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// IEEE f32.
     F32,
+    /// bfloat16.
     Bf16,
+    /// IEEE f16.
     F16,
 }
 
@@ -73,8 +76,11 @@ impl fmt::Debug for Tensor {
 
 /// Typed read-only view of a tensor's elements.
 pub enum Elems<'a> {
+    /// f32 elements.
     F32(&'a [f32]),
+    /// bf16 elements.
     Bf16(&'a [bf16]),
+    /// f16 elements.
     F16(&'a [f16]),
 }
 
@@ -116,14 +122,17 @@ impl Tensor {
         Ok(Tensor::from_bytes(bytemuck::cast_slice(data), DType::F16, shape))
     }
 
+    /// Element type.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
 
+    /// Dimensions, outermost first.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
 
+    /// Element count (product of the shape).
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use safetensors::{Dtype as StDtype, SafeTensors};
 
+use crate::io::read_json;
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
-/// All tensors of a checkpoint, by canonical name (`model.` prefix; older `ernie.` exports are
-/// renamed on open), plus the bookkeeping that lets [`Weights::finish`] list what was missing and
+/// All tensors of a checkpoint, by stored name (the model loader renames them to the canonical
+/// spelling through `model/names.rs`), plus the bookkeeping that lets [`Weights::finish`] list what was missing and
 /// what was never used.
 pub struct Weights {
     tensors: BTreeMap<String, Tensor>,
@@ -78,7 +79,7 @@ impl Weights {
                 // `view.data()` borrows `map`; recover its byte offset to keep a view, not a copy.
                 let start = view.data().as_ptr() as usize - map.as_ptr() as usize;
                 let tensor = Tensor::from_mmap(&map, start, dtype, view.shape().to_vec());
-                let canonical = canonical_name(&name);
+                let canonical = name.to_string();
                 if tensors.insert(canonical.clone(), tensor).is_some() {
                     return Err(Error::Safetensors { path: path.clone(), reason: format!("tensor {canonical} appears twice") });
                 }
@@ -89,11 +90,11 @@ impl Weights {
 
     /// Builds a checkpoint from in-memory tensors (tests, synthetic benchmark models).
     pub fn from_tensors(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Weights {
-        let tensors = tensors.into_iter().map(|(n, t)| (canonical_name(&n), t)).collect();
+        let tensors = tensors.into_iter().collect();
         Weights { tensors, used: BTreeSet::new(), missing: Vec::new() }
     }
 
-    /// Renames every tensor through `f` (a model family's spelling table, e.g. `vl/names.rs`).
+    /// Renames every tensor through `f` (a model family's spelling table: `model/names.rs`).
     /// Errors: [`Error::Safetensors`] when two stored names map to one.
     pub fn rename(&mut self, f: impl Fn(&str) -> String) -> Result<()> {
         let old = std::mem::take(&mut self.tensors);
@@ -174,16 +175,3 @@ impl Weights {
     }
 }
 
-/// Canonical tensor name: older exports use `ernie.` where HF uses `model.`.
-fn canonical_name(name: &str) -> String {
-    match name.strip_prefix("ernie.") {
-        Some(rest) => format!("model.{rest}"),
-        None => name.to_string(),
-    }
-}
-
-/// Reads and parses a JSON file into `T`.
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    serde_json::from_str(&text).map_err(|source| Error::Json { path: path.to_path_buf(), source })
-}

@@ -1,9 +1,14 @@
-//! Shared test helpers: fixture paths, expected values, tolerances, and a checkpoint rewriter
-//! that produces the other tensor-name layouts of spec §2.3 from a fixture.
+//! Shared test helpers: the repository root, the `ernie` binary, seeded random inputs, fixture
+//! paths, expected values, tolerances, and a checkpoint rewriter that produces the other
+//! tensor-name layouts of spec §2.3 from a fixture. Every test binary includes this one copy.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rand::rngs::StdRng;
+use rand::RngExt;
 
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -13,8 +18,23 @@ use serde_json::Value;
 /// logits of magnitude ≤ 10), so 1e-4 absolute leaves two orders of margin (issue #2's bound).
 pub const F32_LOGITS_ATOL: f32 = 1e-4;
 
+/// The repository root (the `ernie` package's manifest directory).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A command running this package's `ernie` binary (Cargo builds it for the integration tests).
+pub fn ernie() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ernie"))
+}
+
+/// `n` values uniform in `[-scale, scale)` from `rng` (seeded by the caller).
+pub fn randn(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale).collect()
+}
+
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    repo_root().join("tests/fixtures").join(name)
 }
 
 pub fn expected(name: &str) -> Value {

@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use ernie_runtime::cuda::CudaDevice;
+use ernie_runtime::backend::cuda::CudaDevice;
 use ernie_runtime::Error;
 use half::bf16;
 use rand::rngs::StdRng;

@@ -9,12 +9,16 @@
 //! - `ARGMAX_MARGIN` 0.5: transformers' own bf16 run moves logits by up to 0.16 and flips the
 //!   argmax of a row whose margin is 0.14, so only rows with a margin above 0.5 must agree.
 
-use ernie_runtime::cuda::layers::{GpuAttention, GpuLayerKv, GpuMoe, GpuSwiGlu, Scratch, ScratchDims};
-use ernie_runtime::cuda::{CudaDevice, CudaKvCache, CudaModel};
-use ernie_runtime::moe::{MoeBlock, SwiGlu};
-use ernie_runtime::trace::Trace;
+use ernie_runtime::model::cuda::layers::{GpuAttention, GpuLayerKv, GpuMoe, GpuSwiGlu, Scratch, ScratchDims};
+use ernie_runtime::backend::cuda::CudaDevice;
+use ernie_runtime::model::cuda::{CudaKvCache, CudaModel};
+use ernie_runtime::model::moe::load_moe_block;
+use ernie_runtime::nn::mlp::SwiGlu;
+use ernie_runtime::nn::moe::MoeBlock;
+use ernie_runtime::nn::trace::Trace;
+use ernie_runtime::nn::attention::Attention;
 use ernie_runtime::{
-    attention::Attention, Device, Engine, Error, GenerateRequest, KvCache, Logits, MoeConfig, SamplingParams, Tensor, TextConfig, Weights,
+    Device, Engine, Error, GenerateRequest, KvCache, Logits, MoeConfig, SamplingParams, Tensor, TextConfig, Weights,
 };
 use half::bf16;
 use serde_json::{json, Value};
@@ -153,7 +157,7 @@ fn moe_block(e: usize, k: usize, h: usize, i: usize, shared: usize, seed: u64) -
     }
     let mut w = Weights::from_tensors(t);
     let cfg = MoeConfig { num_experts: e, top_k: k, moe_intermediate_size: i, moe_num_shared_experts: shared, moe_norm_min: 1e-12 };
-    let block = MoeBlock::load(&mut w, p, h, &cfg, false).unwrap();
+    let block = load_moe_block(&mut w, p, h, &cfg, false).unwrap();
     w.finish().unwrap();
     block
 }

@@ -7,9 +7,9 @@
 //! - `F32_NMSE` 1e-9: f32-output GEMMs of bf16-exact inputs (only the summation order differs);
 //! - `BLOCK_NMSE` 1e-4: blocks with several bf16 intermediates (model.rs).
 
-use ernie_runtime::cuda::cudarc::driver::CudaSlice;
-use ernie_runtime::cuda::{ops, CudaDevice, Linear};
-use ernie_runtime::moe::{group_by_expert, route_logits};
+use ernie_runtime::backend::cuda::cudarc::driver::CudaSlice;
+use ernie_runtime::backend::cuda::{ops, CudaDevice, Linear};
+use ernie_runtime::nn::moe::{group_by_expert, route_logits};
 use ernie_runtime::ops::{matmul_xwt, rms_norm, rope_interleaved, silu_mul, RopeTable};
 use ernie_runtime::Tensor;
 use half::bf16;
@@ -26,7 +26,7 @@ pub const ROUTE_RTOL: f32 = 1e-5;
 const ROWS: [usize; 3] = [1, 33, 511];
 const THETA: f32 = 500_000.0;
 
-fn up<T: ernie_runtime::cuda::cudarc::driver::DeviceRepr>(d: &CudaDevice, v: &[T]) -> CudaSlice<T> {
+fn up<T: ernie_runtime::backend::cuda::cudarc::driver::DeviceRepr>(d: &CudaDevice, v: &[T]) -> CudaSlice<T> {
     d.upload(v).unwrap()
 }
 
@@ -220,7 +220,7 @@ fn op_route_logits_and_moe_align() {
             let ids = route_both(&d, &logits, &bias, e, k, &tag);
             // moe_align against group_by_expert: the same pairs per expert (order within an expert
             // is unspecified on the GPU), padding = the pair count.
-            let plan = ernie_runtime::cuda::kernels::MoePlan::new(t, k, e).unwrap();
+            let plan = ernie_runtime::backend::cuda::kernels::MoePlan::new(t, k, e).unwrap();
             let bm = plan.tile.block_m as usize;
             let (mut sorted, mut tiles, mut n_pad) =
                 (d.zeros::<u32>(plan.capacity).unwrap(), d.zeros::<u32>(plan.n_tiles).unwrap(), d.zeros::<u32>(1).unwrap());
@@ -236,7 +236,7 @@ fn op_route_logits_and_moe_align() {
             .unwrap();
             let (sorted, tiles, n_pad) =
                 (d.download(&sorted).unwrap(), d.download(&tiles).unwrap(), d.download(&n_pad).unwrap()[0] as usize);
-            let routing = ernie_runtime::moe::Routing { top_k: k, expert_ids: ids.clone(), weights: vec![0.0; ids.len()] };
+            let routing = ernie_runtime::nn::moe::Routing { top_k: k, expert_ids: ids.clone(), weights: vec![0.0; ids.len()] };
             let groups = group_by_expert(&routing, e);
             let mut got: Vec<Vec<u32>> = vec![Vec::new(); e];
             for (tile, &ex) in tiles.iter().enumerate().take(n_pad / bm) {

@@ -10,7 +10,6 @@
 mod api;
 mod routes;
 mod scheduler;
-mod stop;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -17,14 +17,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use ernie_runtime::{EmbedOptions, GenerateRequest, Prompt, SamplingParams, StopReason};
+use ernie_runtime::{EmbedOptions, GenerateRequest, Prompt, SamplingParams, StopMatcher, StopReason};
 use serde_json::{json, Value};
 use tokenizers_mm::StreamPrompt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::api::{chat_messages, embedding_inputs, parse_body, ApiError, ChatPrompt, ChatRequest, EmbeddingsRequest};
 use super::scheduler::{GenEvent, PromptInput, Work};
-use super::stop::StopMatcher;
 use super::{AppState, Ready};
 
 pub fn router(state: Arc<AppState>) -> Router {

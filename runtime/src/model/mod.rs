@@ -1,27 +1,26 @@
-//! The decoder (text models, and the language model of VL checkpoints; the vision side lives in
-//! `vl/`).
+//! Networks that read top to bottom, built from `nn/` layers: the decoder (`decoder.rs`), the MTP
+//! draft head (`mtp.rs`), the vision tower and resampler (`vision/`), their checkpoint loading
+//! (`load.rs`, `moe.rs`, every spelling in `names.rs`), elastic sub-model selection
+//! (`elastic.rs`), and the decoder's GPU mirror (`cuda/`, a stub without the `cuda` feature).
 
-mod transformer;
+pub mod decoder;
+pub mod elastic;
+pub mod load;
+pub mod moe;
+pub mod mtp;
+pub mod names;
+pub mod vision;
 
-use std::path::Path;
+// The decoder's GPU mirror; without the `cuda` feature a stub with the same names.
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(not(feature = "cuda"))]
+#[path = "cuda_stub.rs"]
+pub mod cuda;
+// Compiled (and its tests run) in a `cuda` build's unit tests too: see `backend/mod.rs`.
+#[cfg(all(test, feature = "cuda"))]
+#[path = "cuda_stub.rs"]
+mod cuda_stub;
 
-pub use transformer::{Layer, Logits, Mlp, Rows, Transformer};
-
-use crate::config::TextConfig;
-use crate::elastic::ElasticOptions;
-use crate::weights::Weights;
-use crate::Result;
-
-/// Loads the safetensors of a text checkpoint directory for `cfg` (its parsed config.json, read
-/// once by the caller: it may be a pipe), optionally as an elastic sub-model, and proves every
-/// tensor was used.
-///
-/// Errors: any safetensors error, elastic-option errors, and [`crate::Error::TensorSet`] listing
-/// every missing and unused tensor at once.
-pub fn load_text_model(dir: &Path, cfg: &TextConfig, elastic: &ElasticOptions) -> Result<Transformer> {
-    let plan = elastic.resolve(cfg)?;
-    let mut w = Weights::open(dir)?;
-    let model = Transformer::load_elastic(cfg, &mut w, &plan)?;
-    w.finish()?;
-    Ok(model)
-}
+pub use decoder::{Layer, Logits, Mlp, Rows, Transformer};
+pub use load::{load, load_text_model, load_vl_model};

@@ -11,6 +11,6 @@ pub use activation::{erf, gelu_erf_in_place, quick_gelu_in_place, silu, silu_mul
 pub use matmul::{matmul_xwt, matmul_xwt_slow};
 pub use norm::{layer_norm, layer_norm_slow, rms_norm, rms_norm_slow};
 pub use rope::{
-    rope_apply, rope_interleaved, rope_interleaved_slow, rope_mrope_slow, rope_vision, rope_vision_slow, MropeSection, RopePositions,
+    rope_apply, rope_interleaved, rope_interleaved_slow, rope_mrope_slow, rope_vision, rope_vision_slow, RopePositions,
     RopeTable,
 };

@@ -3,6 +3,8 @@
 //! Using NeoX half-split pairing here is the classic silent bug; `tests/` has a test that fails
 //! under it.
 
+use crate::config::MropeSection;
+
 /// Precomputed `cos`/`sin` for positions `0..max_pos`, `[max_pos, head_dim/2]` each, in f32
 /// (spec §2.6: tables in f32; the angle `pos * inv_freq` is formed in f32 as transformers does).
 pub struct RopeTable {
@@ -11,17 +13,6 @@ pub struct RopeTable {
     sin: Vec<f32>,
     /// ERNIE-4.5-VL 3-D RoPE: `(h/w pairs, t pairs)`; `None` for 1-D text RoPE.
     mrope: Option<MropeSection>,
-}
-
-/// How the rotary pairs of a head split over the three position axes (spec §3.5; HF
-/// `rope_parameters.mrope_section = [h, w, t]` in pairs, original `freq_allocation` = t):
-/// pairs `0..hw` alternate h (even pair) and w (odd pair), the last `t` pairs use t.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MropeSection {
-    /// `mrope_section[0] + mrope_section[1]` (the two must be equal: h and w interleave).
-    pub hw_pairs: usize,
-    /// `mrope_section[2]`.
-    pub t_pairs: usize,
 }
 
 /// Positions of the rows of one forward pass.

@@ -1,0 +1,85 @@
+//! The one projection type: `y = x·Wᵀ + b` with `W` `[out, in]` (PyTorch `Linear` layout) and an
+//! optional bias. Attention, the SwiGLU MLPs (dense, routed experts, shared experts), the vision
+//! tower and the resampler all hold their projections as [`Linear`], and the CUDA mirror uploads
+//! from it, so a new weight storage (e.g. a quantised block format) changes this file, not six.
+
+use crate::ops::{matmul_xwt, matmul_xwt_slow};
+use crate::tensor::Tensor;
+use crate::weights::Weights;
+use crate::{Error, Result};
+
+/// A linear layer `y = x Wᵀ + b`.
+pub struct Linear {
+    /// `[out, in]`, f32 / bf16 / f16 (upcast to f32 inside the GEMM).
+    pub weight: Tensor,
+    /// `[out]` f32.
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// A projection from its parts. Errors: [`Error::ShapeMismatch`] when `weight` is not 2-D or
+    /// the bias length is not its row count.
+    pub fn new(weight: Tensor, bias: Option<Vec<f32>>) -> Result<Linear> {
+        let (out, _) = weight.dims2()?;
+        if let Some(b) = &bias {
+            if b.len() != out {
+                return Err(Error::ShapeMismatch { op: "Linear::new", expected: format!("bias [{out}]"), got: format!("[{}]", b.len()) });
+            }
+        }
+        Ok(Linear { weight, bias })
+    }
+
+    /// Loads `{prefix}.weight` `[out, in]` and, when `bias`, `{prefix}.bias` `[out]`.
+    /// Errors: [`Error::TensorShape`]; a missing tensor is recorded for [`Weights::finish`].
+    pub fn load(w: &mut Weights, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+        let weight = w.take(&format!("{prefix}.weight"), &[out, inp])?;
+        let bias = load_bias(w, &format!("{prefix}.bias"), out, bias)?;
+        Ok(Linear { weight, bias })
+    }
+
+    /// Output width (`out`).
+    pub fn out_dim(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    /// Input width (`in`).
+    pub fn in_dim(&self) -> usize {
+        self.weight.shape().get(1).copied().unwrap_or(0)
+    }
+
+    /// `x`: `[t, in]` → `[t, out]`. Errors: as [`matmul_xwt`] (`x` not a whole number of rows).
+    pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let (out, inp) = self.weight.dims2()?;
+        let mut y = vec![0.0f32; x.len() / inp.max(1) * out]; // [t, out]
+        matmul_xwt(x, &self.weight, &mut y)?;
+        add_bias(&mut y, self.bias.as_deref());
+        Ok(y)
+    }
+
+    /// Slow twin of [`Linear::forward`] ([`matmul_xwt_slow`]).
+    pub fn forward_slow(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let (out, inp) = self.weight.dims2()?;
+        let mut y = vec![0.0f32; x.len() / inp.max(1) * out]; // [t, out]
+        matmul_xwt_slow(x, &self.weight, &mut y)?;
+        add_bias(&mut y, self.bias.as_deref());
+        Ok(y)
+    }
+}
+
+/// Takes bias `name` (`[len]`, f32) when `use_bias`, else `None` (ERNIE's `use_bias` config key).
+pub(crate) fn load_bias(w: &mut Weights, name: &str, len: usize, use_bias: bool) -> Result<Option<Vec<f32>>> {
+    if use_bias {
+        w.take_f32(name, &[len]).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Adds `bias` (`[n]`) to every row of `y` (`[t, n]`).
+pub fn add_bias(y: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        for row in y.chunks_exact_mut(b.len()) {
+            row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+        }
+    }
+}
