@@ -28,7 +28,7 @@ deps:
 # ~/.cache and prints their environment; with it, the kernel compile check must run, not skip.
 # The no-CUDA stubs need no build of their own: an all-features build compiles
 # backend/cuda_stub.rs and model/cuda_stub.rs under cfg(test) and runs their tests, and
-# tests/device_cli.rs checks the CLI's one-line CUDA error on this driverless machine. The last
+# tests/cli/device_cli.rs checks the CLI's one-line CUDA error on this driverless machine. The last
 # line covers what --all-features cannot: the benches compile (cargo test skips them).
 test: deps
 	eval "$$(scripts/cuda-toolchain.sh)" && ERNIE_REQUIRE_CUDA_TOOLCHAIN=1 $(CARGO) test --workspace $(FEATURES)

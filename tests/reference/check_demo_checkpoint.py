@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # Pinned reference versions: torch==2.15.0, transformers==5.24.0 (see requirements.txt).
-"""Checks the built-in demo checkpoint (runtime/src/demo.rs) against transformers.
+"""Checks the built-in demo checkpoint (runtime/src/tools/demo/) against transformers.
 
 1. Writes what transformers' own `save_pretrained` produces for the demo's config.json (a fresh
    bf16 `Ernie4_5_VLMoeForConditionalGeneration`) and asserts the demo's model.safetensors has

@@ -3,7 +3,7 @@
 #   torch==2.15.0
 #   transformers==5.24.0
 #   (also used: tokenizers==0.23.3; see requirements.txt)
-"""Embedding reference for `tests/embed.rs`: transformers' final normalised hidden states and
+"""Embedding reference for `tests/model/embed.rs`: transformers' final normalised hidden states and
 pooled embeddings of the committed fixtures, written to `tests/fixtures/embeddings.json`.
 
 For each fixture in FIXTURES, with the checkpoint loaded by `AutoModelForCausalLM.from_pretrained`

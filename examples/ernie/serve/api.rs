@@ -58,10 +58,12 @@ impl IntoResponse for ApiError {
 }
 
 impl From<RuntimeError> for ApiError {
-    /// Request and tokenizer errors come from the client's input (400); anything else is ours.
+    /// Request, option, unsupported-feature and tokenizer errors come from the client's input
+    /// (400); anything else is ours.
     fn from(e: RuntimeError) -> Self {
         match e {
             RuntimeError::Request(msg) => ApiError::bad_request(msg),
+            e @ (RuntimeError::InvalidOption { .. } | RuntimeError::Unsupported { .. }) => ApiError::bad_request(e.to_string()),
             e @ RuntimeError::Tokenizer(_) => ApiError::bad_request(e.to_string()),
             e => ApiError::internal(e.to_string()),
         }

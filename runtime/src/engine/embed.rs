@@ -17,6 +17,7 @@
 //! [`TextTokenizer::encode_plain`]: tokenizers_mm::TextTokenizer::encode_plain
 
 use super::Engine;
+use crate::error::unsupported;
 use crate::infer::pool::{l2_normalize, pool, Pooling};
 use crate::model::decoder::Logits;
 use crate::{Error, Result};
@@ -33,7 +34,7 @@ pub enum EmbedInput {
     /// Token ids used as is (OpenAI's array-of-integers input); each must be `< vocab_size`.
     Ids(Vec<u32>),
     /// Text with media (`image`, `audio`, `video` bytes). Reserved for the vision-language path:
-    /// [`Engine::embed`] returns [`Error::Request`] ("not supported yet") until it lands.
+    /// [`Engine::embed`] returns [`Error::Unsupported`] ("not supported yet") until it lands.
     Media {
         /// The text part.
         text: String,
@@ -84,7 +85,7 @@ impl Engine {
     /// Errors ([`Error::Request`] unless noted; the first failing input stops the call):
     /// no inputs; an input with no tokens; a token id `>= vocab_size`; an input longer than
     /// `opts.max_tokens` or `max_position_embeddings`; `dimensions` of 0 or above `hidden_size`;
-    /// [`EmbedInput::Media`] (not supported yet); text without a tokenizer.json, or
+    /// [`EmbedInput::Media`] ([`Error::Unsupported`]: not supported yet); text without a tokenizer.json, or
     /// `EndOfSentence` pooling with a tokenizer that has no `<|end_of_sentence|>`;
     /// [`Error::Tokenizer`] when encoding fails.
     pub fn embed(&self, inputs: &[EmbedInput], opts: &EmbedOptions) -> Result<Vec<Embedding>> {
@@ -124,7 +125,7 @@ impl Engine {
             EmbedInput::Text(text) => self.tokenizer()?.encode_plain(text)?,
             EmbedInput::Ids(ids) => ids.clone(),
             EmbedInput::Media { .. } => {
-                return Err(Error::Request("media inputs are not supported yet (text and token ids only)".into()))
+                return Err(unsupported("media inputs to embeddings (not supported yet)", "embed text or token ids"))
             }
         };
         if ids.is_empty() {

@@ -4,7 +4,7 @@
 //!
 //! A generator holds what decoding needs, not the engine: a [`Session`] (the [`Runner`], the
 //! tokenizer, the eos ids). Given the same prompt ids and [`GenerateRequest`], the tokens and text
-//! equal `Engine::generate`'s (it is this loop); the tests in `tests/embed.rs` hold the server's
+//! equal `Engine::generate`'s (it is this loop); the tests in `tests/model/embed.rs` hold the server's
 //! step-wise use to that.
 
 use std::time::Instant;

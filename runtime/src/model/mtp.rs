@@ -46,7 +46,7 @@ impl Mtp {
         let mut w = Weights::from_tensors(renamed);
         let kind = if w.contains("model.layers.0.mlp.gate.weight") { MlpKind::Moe } else { MlpKind::Dense };
         if kind == MlpKind::Moe && model.cfg.moe.is_none() {
-            return Err(Error::Request("MTP block has experts but the config has no MoE settings".into()));
+            return Err(crate::error::config_err("num_nextn_predict_layers", "the MTP block has experts but the config has no MoE settings"));
         }
         let mtp = Mtp {
             emb_norm: w.take_f32("model.mtp_emb_norm.0.weight", &[h])?,

@@ -1,7 +1,7 @@
 //! The sparse MoE feed-forward layers (spec §2.4): router → experts → weighted sum, plus the
 //! shared experts added with weight 1.
 //!
-//! Two paths compute it, tested against each other in `tests/moe_parity.rs`:
+//! Two paths compute it, tested against each other in `tests/ops/moe_parity.rs`:
 //! - [`MoeBlock::forward_slow`]: per token, per selected expert, the obvious loop. Kept forever.
 //! - [`MoeBlock::forward`]: the stages GPU runtimes use — `moe_route` (router), `moe_align`
 //!   ([`group_by_expert`]: (token, slot) pairs grouped by expert), `moe_gemm` (one gate/up/down

@@ -3,12 +3,10 @@
 //! file we can find — bundled, the shared corpus, truncated and wrong-kind copies — gives a
 //! caption or one clear error line, never a panic.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::*;
+use crate::common::*;
 
 
 

@@ -3,9 +3,7 @@
 //! plus the pooling rules against a manual computation, normalisation, truncation, errors, and
 //! the step-wise `Generator` against `Engine::generate`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ernie_runtime::{
     EmbedInput, EmbedOptions, Engine, Error, GenerateRequest, KvCache, Logits, Media, Pooling, SamplingParams, StopReason,
 };
@@ -156,7 +154,10 @@ fn embed_errors() {
     let msg = request_err(engine.embed(&[EmbedInput::Ids(vec![3, v])], &EmbedOptions::default()));
     assert!(msg.contains("outside the vocabulary"), "{msg}");
     let media = EmbedInput::Media { text: "a cat".into(), media: vec![Media::Image(vec![0x89, b'P', b'N', b'G'])] };
-    assert!(request_err(engine.embed(&[media], &EmbedOptions::default())).contains("not supported yet"));
+    match engine.embed(&[media], &EmbedOptions::default()) {
+        Err(Error::Unsupported { what, .. }) => assert!(what.contains("not supported yet"), "{what}"),
+        other => panic!("expected Error::Unsupported, got {other:?}"),
+    }
     let long = EmbedInput::Ids(vec![400; 10]);
     let msg = request_err(engine.embed(&[long], &EmbedOptions { max_tokens: Some(9), ..Default::default() }));
     assert!(msg.contains("10 tokens exceed the limit of 9"), "{msg}");

@@ -6,8 +6,6 @@
 //! named pipe to hold the model loader.
 #![cfg(unix)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -18,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{ernie, fixture, repo_root};
+use crate::common::{ernie, fixture, repo_root};
 use ernie_runtime::{EmbedInput, EmbedOptions, Engine, GenerateRequest, Prompt, SamplingParams, StopReason};
 use serde_json::{json, Value};
 use tokenizers_mm::ChatMessage;

@@ -1,9 +1,7 @@
 //! Routing groups as configuration (spec §3.4, §1.1): the grouped MoE's fast path against its
 //! per-token twin, token-to-group isolation, and one group equal to the text MoE on every token.
 
-mod common;
-
-use common::randn;
+use crate::common::randn;
 use ernie_runtime::model::moe::{load_grouped_moe, load_moe_block};
 use ernie_runtime::{MoeConfig, Tensor, Weights};
 use rand::rngs::StdRng;

@@ -1,9 +1,7 @@
 //! ERNIE 5.0 decoding knobs on the text side: MTP self-speculative decoding and elastic
 //! sub-models (layers / experts / top-k).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ernie_runtime::model::elastic::parse_index_list;
 use ernie_runtime::infer::speculative::{accept_or_resample, Drafter, MtpDrafter};
 use ernie_runtime::{

@@ -2,9 +2,7 @@
 //! selected experts, and the 32-token greedy continuation, on the fixtures written by
 //! `tests/reference/generate.py` (transformers 5.24.0, torch 2.15.0).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ernie_runtime::{Engine, GenerateRequest, KvCache, Logits, Prompt, SamplingParams};
 use tokenizers_mm::ChatMessage;
 

@@ -1,11 +1,9 @@
 //! Malformed VL configs, checkpoints and streams: each gives a typed error naming what is wrong,
-//! never a panic (the VL counterpart of `tests/loader.rs`).
-
-mod common;
+//! never a panic (the VL counterpart of `tests/model/loader.rs`).
 
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use ernie_runtime::infer::prefill::prefill;
 use ernie_runtime::{Engine, Error, KvCache, Logits, MediaInput};
 use serde_json::{json, Value};

@@ -2,11 +2,9 @@
 //! the `cuda` feature on a machine with a GPU) or fails with one clear `error:` line and a non-zero
 //! exit: "no CUDA support" without the feature, "CUDA is unavailable" without a driver or GPU.
 
-mod common;
-
 use std::process::Output;
 
-use common::*;
+use crate::common::*;
 use ernie_runtime::{Device, Error};
 
 fn generate(device: Option<&str>) -> Output {

@@ -1,8 +1,6 @@
 //! `ernie generate` end to end, plus sampling and stop rules through `Engine`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ernie_runtime::{Engine, Error, GenerateRequest, SamplingParams, StopReason};
 
 

@@ -2,9 +2,7 @@
 //! reduce) against the slow per-token loop, over awkward shapes: 1 and 33 and 511 rows, an expert
 //! with no rows, top_k = 1, expert counts that are not powers of two, bf16 and f32 weights.
 
-mod common;
-
-use common::randn;
+use crate::common::randn;
 use ernie_runtime::model::moe::load_moe_block;
 use ernie_runtime::nn::moe::{group_by_expert, route_logits, MoeBlock};
 use ernie_runtime::{MoeConfig, Tensor, Weights};

@@ -1,12 +1,10 @@
 //! Checkpoint loading: every tensor-name layout of spec §2.3 gives the same logits as the fixture
 //! it was rewritten from, and every malformed checkpoint gives a typed error, never a panic.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use ernie_runtime::{Engine, Error, KvCache, Logits};
 
 fn prompt_logits(dir: &Path, ids: &[u32]) -> Vec<f32> {

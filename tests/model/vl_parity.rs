@@ -4,12 +4,10 @@
 //! same weights and the ERNIE 5.0 unified-routing variant. Fixtures and goldens:
 //! `tests/reference/make_vl_reference.py` (transformers 5.24.0, torch 2.15.0, Pillow 13.0.0).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use ernie_runtime::infer::prefill::{prefill, PrefillTrace};
 use ernie_runtime::{Engine, KvCache, Logits, MediaInput};
 use safetensors::{Dtype, SafeTensors};

@@ -5,11 +5,9 @@
 //! JPEGs decoded by the `image` crate); a prompt's ids equal the HF processor's; bad inputs
 //! fail with one clear line naming the file.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{ernie, repo_root};
+use crate::common::{ernie, repo_root};
 
 use serde_json::Value as Json;
 

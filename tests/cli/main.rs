@@ -1,0 +1,14 @@
+//! The `ernie` binary end to end: `caption`, `generate` (devices, errors), `inspect`, `serve`.
+//!
+//! One test binary per group (each module was its own binary before): on 2 cores, linking the
+//! runtime into fewer binaries is most of the saving. Run one module with
+//! `cargo test --test cli <module>::`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod caption_cli;
+mod device_cli;
+mod generate_cli;
+mod inspect_cli;
+mod server;
