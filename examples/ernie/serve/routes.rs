@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use ernie_runtime::{EmbedOptions, GenerateRequest, Prompt, SamplingParams, StopMatcher, StopReason};
+use ernie_runtime::{EmbedOptions, GenerateRequest, Prompt, SamplingParams, StopReason};
 use serde_json::{json, Value};
 use tokenizers_mm::StreamPrompt;
 use tokio::sync::{mpsc, oneshot};
@@ -188,26 +188,26 @@ async fn chat_completions(State(st): State<Arc<AppState>>, body: Result<Bytes, B
     }
     let (events, rx) = mpsc::unbounded_channel();
     let gen_req = GenerateRequest { sampling, max_new_tokens };
-    ready.scheduler.submit(Work::Generate { prompt, req: gen_req, events })?;
+    ready.scheduler.submit(Work::Generate { prompt, req: gen_req, stops, events })?;
     let meta = Meta { id: next_id(), created: now_secs(), model: st.model_id.clone(), prompt_ids, return_token_ids: req.return_token_ids };
     if req.stream {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-        Ok(stream_completion(meta, rx, StopMatcher::new(stops), include_usage).into_response())
+        Ok(stream_completion(meta, rx, include_usage).into_response())
     } else {
-        Ok(Json(collect_completion(meta, rx, StopMatcher::new(stops)).await?).into_response())
+        Ok(Json(collect_completion(meta, rx).await?).into_response())
     }
 }
 
-/// Generation events → text under the stop-string rule, token ids, and the finish reason.
+/// Generation events → text, token ids, and the finish reason. Stop strings are the generator's
+/// (its stop rule holds text back and ends with `StopReason::StopString`).
 struct Completion {
-    stopper: StopMatcher,
     ids: Vec<u32>,
     finish: Option<&'static str>,
 }
 
 impl Completion {
-    fn new(stopper: StopMatcher) -> Self {
-        Completion { stopper, ids: Vec::new(), finish: None }
+    fn new() -> Self {
+        Completion { ids: Vec::new(), finish: None }
     }
 
     /// The text this event makes safe to emit; sets `finish` when the completion is over.
@@ -215,17 +215,13 @@ impl Completion {
         match ev {
             GenEvent::Token { id, text } => {
                 self.ids.push(id);
-                let (out, hit) = self.stopper.push(&text);
-                if hit {
-                    self.finish = Some("stop");
-                }
-                Ok(out)
+                Ok(text)
             }
             GenEvent::Done(reason) => {
-                // OpenAI's reasons: "length" for any token limit, "stop" for eos (and stop strings).
+                // OpenAI's reasons: "length" for any token limit, "stop" for eos and stop strings.
                 let length = matches!(reason, StopReason::MaxTokens | StopReason::ContextLength);
                 self.finish = Some(if length { "length" } else { "stop" });
-                Ok(self.stopper.finish())
+                Ok(String::new())
             }
             GenEvent::Failed(e) => Err(e),
         }
@@ -237,14 +233,14 @@ impl Completion {
     }
 }
 
-async fn collect_completion(meta: Meta, mut rx: mpsc::UnboundedReceiver<GenEvent>, stopper: StopMatcher) -> Result<Value, ApiError> {
-    let mut c = Completion::new(stopper);
+async fn collect_completion(meta: Meta, mut rx: mpsc::UnboundedReceiver<GenEvent>) -> Result<Value, ApiError> {
+    let mut c = Completion::new();
     let mut text = String::new();
     while c.finish.is_none() {
         let ev = rx.recv().await.ok_or_else(|| ApiError::internal("generation ended unexpectedly"))?;
         text.push_str(&c.on_event(ev)?);
     }
-    // Closing the channel tells the engine thread to stop (matters after a stop string).
+    // The generation has ended (the finish came from its last event); close the channel.
     rx.close();
     let mut choice = json!({
         "index": 0,
@@ -328,7 +324,7 @@ impl StreamState {
     fn close(&mut self) {
         self.pending.push_back(Event::default().data("[DONE]"));
         self.over = true;
-        // Tells the engine thread to stop this generation (after a stop string or an error).
+        // Tells the engine thread to stop this generation (after an error).
         self.rx.close();
     }
 }
@@ -336,8 +332,8 @@ impl StreamState {
 /// SSE in OpenAI's chunk format: a role chunk, content chunks, a finish chunk, an optional usage
 /// chunk, then `data: [DONE]`. A client that goes away drops this stream, which drops `rx`, which
 /// cancels the generation before its next decode step.
-fn stream_completion(meta: Meta, rx: mpsc::UnboundedReceiver<GenEvent>, stopper: StopMatcher, include_usage: bool) -> impl IntoResponse {
-    let mut st = StreamState { meta, rx, completion: Completion::new(stopper), include_usage, pending: VecDeque::new(), over: false };
+fn stream_completion(meta: Meta, rx: mpsc::UnboundedReceiver<GenEvent>, include_usage: bool) -> impl IntoResponse {
+    let mut st = StreamState { meta, rx, completion: Completion::new(), include_usage, pending: VecDeque::new(), over: false };
     let first = st.chunk(json!({ "role": "assistant", "content": "" }), None);
     st.pending.push_back(first);
     let stream = futures_util::stream::unfold(st, |mut st| async move {

@@ -38,7 +38,8 @@ pub enum GenEvent {
 
 pub enum Work {
     Embed { inputs: Vec<EmbedInput>, opts: EmbedOptions, reply: oneshot::Sender<Result<Vec<Embedding>, ApiError>> },
-    Generate { prompt: PromptInput, req: GenerateRequest, events: mpsc::UnboundedSender<GenEvent> },
+    /// `stops`: OpenAI's stop strings, applied by the generator's stop rule.
+    Generate { prompt: PromptInput, req: GenerateRequest, stops: Vec<String>, events: mpsc::UnboundedSender<GenEvent> },
 }
 
 /// A generation's prompt: token ids, or a multimodal stream (ids plus images, 3-D positions).
@@ -132,6 +133,7 @@ struct Active<'e> {
 struct Waiting {
     prompt: PromptInput,
     req: GenerateRequest,
+    stops: Vec<String>,
     events: mpsc::UnboundedSender<GenEvent>,
     permit: OwnedSemaphorePermit,
 }
@@ -150,7 +152,7 @@ fn run(engine: &Engine, rx: &Receiver<Job>, shutdown: &AtomicBool, max_streams: 
     let mut active: Vec<Active<'_>> = Vec::new();
     let queue = |job: Job, embeds: &mut VecDeque<EmbedJob>, waiting: &mut VecDeque<Waiting>| match job.work {
         Work::Embed { inputs, opts, reply } => embeds.push_back(EmbedJob { inputs, opts, reply, _permit: job._permit }),
-        Work::Generate { prompt, req, events } => waiting.push_back(Waiting { prompt, req, events, permit: job._permit }),
+        Work::Generate { prompt, req, stops, events } => waiting.push_back(Waiting { prompt, req, stops, events, permit: job._permit }),
     };
     loop {
         // 1. Intake: block (briefly, so shutdown is noticed) only when there is nothing to do.
@@ -179,7 +181,10 @@ fn run(engine: &Engine, rx: &Receiver<Job>, shutdown: &AtomicBool, max_streams: 
                 continue;
             }
             match guarded(|| w.prompt.start(engine, &w.req).map_err(ApiError::from)) {
-                Ok(gen) => active.push(Active { gen, events: w.events, _permit: w.permit }),
+                Ok(mut gen) => {
+                    gen.stop_at(w.stops);
+                    active.push(Active { gen, events: w.events, _permit: w.permit })
+                }
                 Err(e) => {
                     let _ = w.events.send(GenEvent::Failed(e));
                 }
@@ -193,7 +198,7 @@ fn run(engine: &Engine, rx: &Receiver<Job>, shutdown: &AtomicBool, max_streams: 
 /// Advances one generation by a token; returns whether it stays active.
 fn step(a: &mut Active<'_>) -> bool {
     if a.events.is_closed() {
-        // Client disconnected (or a stop string matched): stop spending compute on it.
+        // Client disconnected: stop spending compute on it.
         return false;
     }
     // A failure mid-generation is never the client's input (that was checked at the start): 500.

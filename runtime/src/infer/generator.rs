@@ -12,7 +12,7 @@ use std::time::Instant;
 use tokenizers_mm::{IncrementalDecoder, TextTokenizer};
 
 use super::runner::{DeviceCache, Runner};
-use super::sample::{Sampler, SamplingParams, StopReason, StopRule};
+use super::sample::{Sampler, SamplingParams, StopMatcher, StopReason, StopRule};
 use crate::model::decoder::Logits;
 use crate::nn::trace::Trace;
 use crate::{Error, Result};
@@ -32,7 +32,7 @@ pub struct Session<'e> {
 impl Session<'_> {
     /// The stop rule of a request with budget `max_new_tokens`.
     pub fn stop_rule(&self, max_new_tokens: usize) -> StopRule {
-        StopRule { eos_ids: self.eos_ids.to_vec(), max_new_tokens }
+        StopRule { eos_ids: self.eos_ids.to_vec(), max_new_tokens, stop_strings: Vec::new() }
     }
 }
 
@@ -88,6 +88,8 @@ pub struct Step {
 pub struct Generator<'e> {
     runner: Runner<'e>,
     rule: StopRule,
+    /// The stop strings' matcher (`None` without stop strings: text is never held back).
+    matcher: Option<StopMatcher>,
     /// On the runner's device (CPU, or CUDA after `Engine::to_device`).
     cache: DeviceCache,
     sampler: Sampler,
@@ -140,6 +142,7 @@ impl<'e> Generator<'e> {
         Ok(Generator {
             runner: session.runner,
             rule: session.stop_rule(req.max_new_tokens),
+            matcher: None,
             cache,
             sampler,
             detok,
@@ -207,6 +210,22 @@ impl Generator<'_> {
             None => String::new(),
         };
         self.stop = self.rule.after_token(next, self.token_ids.len(), self.cache.len(), self.cache.capacity());
+        if self.stop.is_some() {
+            // Flush bytes the incremental decoder still holds, as `generate` does after its loop.
+            if let Some(d) = self.detok.as_mut() {
+                text.push_str(&d.finish()?);
+            }
+        }
+        if let Some(m) = self.matcher.as_mut() {
+            // Stop strings: release only text no later delta can turn into one.
+            let (safe, hit) = m.push(&text);
+            text = safe;
+            if hit {
+                self.stop = Some(StopReason::StopString);
+            } else if self.stop.is_some() {
+                text.push_str(&m.finish());
+            }
+        }
         if self.stop.is_none() {
             self.logits = match &mut self.routing {
                 Some(log) => {
@@ -218,15 +237,17 @@ impl Generator<'_> {
                 None => self.runner.forward(&[next], &mut self.cache, Logits::Last, None)?, // [v]
             };
         }
-        if self.stop.is_some() {
-            // Flush bytes the incremental decoder still holds, as `generate` does after its loop.
-            if let Some(d) = self.detok.as_mut() {
-                text.push_str(&d.finish()?);
-            }
-        }
         self.text.push_str(&text);
         self.decode_secs += t0.elapsed().as_secs_f64();
         Ok(Some(Step { token: next, text, stop: self.stop }))
+    }
+
+    /// Ends generation just before the first occurrence of any of `stops` in the text (OpenAI's
+    /// `stop`; [`StopReason::StopString`]): from now on each step releases only text that no later
+    /// delta can turn into a stop string. Empty strings are ignored.
+    pub fn stop_at(&mut self, stops: Vec<String>) {
+        self.rule.stop_strings = stops;
+        self.matcher = self.rule.text_matcher();
     }
 
     /// Records the MoE routing of every following decode step for [`Generator::take_routing`].

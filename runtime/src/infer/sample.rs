@@ -163,15 +163,20 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// When generation stops, token by token: an eos id, the token budget, or a full KV cache, checked
-/// in that order after each emitted token. Both decode loops use it, so plain and speculative
-/// decoding stop at the same token for the same reason.
+/// When generation stops: an eos id, the token budget, or a full KV cache, checked in that order
+/// after each emitted token ([`StopRule::after_token`]), and stop strings on the emitted text
+/// ([`StopRule::text_matcher`]). Both decode loops use it, so plain and speculative decoding stop
+/// at the same token for the same reason; the server's stop strings go through it too
+/// (`Generator::stop_at`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StopRule {
     /// Ids that end generation (config/generation_config eos ids and `<|end_of_sentence|>`).
     pub eos_ids: Vec<u32>,
     /// Token budget.
     pub max_new_tokens: usize,
+    /// Strings that end generation just before their first occurrence in the text (OpenAI's
+    /// `stop`); empty strings are ignored.
+    pub stop_strings: Vec<String>,
 }
 
 impl StopRule {
@@ -194,13 +199,18 @@ impl StopRule {
             None
         }
     }
+
+    /// The matcher for the stop strings; `None` when there are none (text is then never held).
+    pub fn text_matcher(&self) -> Option<StopMatcher> {
+        let stops: Vec<String> = self.stop_strings.iter().filter(|s| !s.is_empty()).cloned().collect();
+        (!stops.is_empty()).then(|| StopMatcher::new(stops))
+    }
 }
 
 /// Stop strings over streamed text: OpenAI semantics (the output ends just before the first
 /// occurrence of any stop string, which is not included), without ever releasing text that a
-/// later delta could turn into a stop string. The text-level half of the stop rule: token-level
-/// stops are [`StopRule`]; a front end feeds this the text deltas and cancels the generation when
-/// it matches.
+/// later delta could turn into a stop string. The text half of [`StopRule`]
+/// ([`StopRule::text_matcher`]); the generator feeds it every text delta.
 pub struct StopMatcher {
     stops: Vec<String>,
     held: String,
@@ -255,8 +265,10 @@ pub enum StopReason {
     MaxTokens,
     /// The sequence reached `max_position_embeddings`.
     ContextLength,
-    /// The caller asked to stop (a client disconnected, a stop string matched): see
-    /// `Engine::generate_cancellable` and `Generator`.
+    /// A stop string matched (the text ends just before it): see [`StopRule::stop_strings`].
+    StopString,
+    /// The caller asked to stop (a client disconnected): see `Engine::generate_cancellable` and
+    /// `Generator`.
     Cancelled,
 }
 
@@ -280,12 +292,17 @@ mod tests {
 
     #[test]
     fn stop_rule_order() {
-        let rule = StopRule { eos_ids: vec![2], max_new_tokens: 3 };
+        let rule = StopRule { eos_ids: vec![2], max_new_tokens: 3, stop_strings: vec![] };
         assert_eq!(rule.after_token(2, 3, 9, 9), Some(StopReason::Eos), "eos wins over budget and context");
         assert_eq!(rule.after_token(5, 3, 9, 9), Some(StopReason::MaxTokens), "budget before context");
         assert_eq!(rule.after_token(5, 2, 9, 9), Some(StopReason::ContextLength));
         assert_eq!(rule.after_token(5, 2, 8, 9), None);
         assert!(rule.is_eos(2) && !rule.is_eos(5));
+        assert!(rule.text_matcher().is_none(), "no stop strings: no text is held");
+        let with = StopRule { stop_strings: vec![String::new(), "END".into()], ..rule };
+        let mut m = with.text_matcher().expect("a matcher for \"END\"");
+        assert_eq!(m.push("aEN"), ("a".into(), false));
+        assert_eq!(m.push("D!"), ("".into(), true));
     }
 
     #[test]
