@@ -34,7 +34,7 @@ pub enum Error {
     },
 
     /// `model_type` names an architecture this runtime does not implement.
-    #[error("unknown model_type {0:?} (supported: ernie4_5, ernie4_5_moe)")]
+    #[error("unknown model_type {0:?} (supported: ernie4_5, ernie4_5_moe, ernie4_5_vl_moe, ernie5)")]
     UnknownModelType(String),
 
     /// A safetensors file is malformed (truncated, bad header, header longer than the file...).

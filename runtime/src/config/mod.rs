@@ -6,6 +6,7 @@
 //!
 //! This folder is part of the base layer: it depends only on `error.rs` and `io.rs`.
 
+mod ernie5;
 pub(crate) mod keys;
 mod text;
 mod vl;
@@ -14,6 +15,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+pub use ernie5::{AudioGenConfig, Ernie5Config, Resample, ScalePositions, VisualGenConfig};
 pub use text::{generation_eos_ids, MlpKind, MoeConfig, MropeSection, TextConfig};
 pub use vl::{VisionConfig, VlConfig, VlTokenIds};
 
@@ -31,6 +33,9 @@ pub enum ModelType {
     /// The language model of `Ernie4_5_VLMoeForConditionalGeneration` (28B-A3B, 424B-A47B;
     /// `ernie4_5_vl_moe`, original `ernie4_5_moe_vl`): routing groups, 3-D RoPE (spec §3).
     Ernie45VlMoe,
+    /// ERNIE 5.0 as this runtime reads it (`ernie5`): the MoE decoder with unified routing and
+    /// 3-D RoPE, plus optional image- and audio-generation parts (spec `ernie5-generation.md`).
+    Ernie5,
 }
 
 impl ModelType {
@@ -44,6 +49,7 @@ impl ModelType {
             Some("ernie4_5") => Ok(ModelType::Ernie45),
             Some("ernie4_5_moe") => Ok(ModelType::Ernie45Moe),
             Some("ernie4_5_vl_moe") | Some("ernie4_5_moe_vl") => Ok(ModelType::Ernie45VlMoe),
+            Some("ernie5") => Ok(ModelType::Ernie5),
             Some(other) => Err(Error::UnknownModelType(other.to_string())),
             None => Err(config_err("model_type", "missing")),
         }
@@ -57,6 +63,8 @@ pub enum ModelConfig {
     Text(TextConfig),
     /// `ernie4_5_vl_moe` / `ernie4_5_moe_vl`.
     Vl(VlConfig),
+    /// `ernie5`.
+    Ernie5(Ernie5Config),
 }
 
 impl ModelConfig {
@@ -66,6 +74,7 @@ impl ModelConfig {
     pub fn from_json(v: &Value) -> Result<ModelConfig> {
         Ok(match ModelType::of_json(v)? {
             ModelType::Ernie45VlMoe => ModelConfig::Vl(VlConfig::from_json(v)?),
+            ModelType::Ernie5 => ModelConfig::Ernie5(Ernie5Config::from_json(v)?),
             ModelType::Ernie45 | ModelType::Ernie45Moe => ModelConfig::Text(TextConfig::from_json(v)?),
         })
     }
@@ -81,6 +90,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Text(t) => t,
             ModelConfig::Vl(v) => &v.text,
+            ModelConfig::Ernie5(e) => &e.text,
         }
     }
 }

@@ -170,7 +170,8 @@ impl TextConfig {
             None
         };
         let mlp_layer_types = if is_vl { vl_layer_types(c, num_hidden_layers, moe_groups.len())? } else { mlp_layer_types(c, is_moe, num_hidden_layers)? };
-        let mrope_section = if is_vl { Some(vl_mrope_section(c, head_dim)?) } else { None };
+        // ERNIE 5.0 (`ernie5`) keeps ERNIE-4.5-VL's 3-D RoPE over one unified expert pool.
+        let mrope_section = if is_vl || model_type == ModelType::Ernie5 { Some(vl_mrope_section(c, head_dim)?) } else { None };
 
         let cfg = TextConfig {
             model_type,

@@ -69,6 +69,8 @@ pub fn stream_config_for(dir: &Path) -> Result<StreamConfig> {
     Ok(match ModelConfig::from_dir(dir)? {
         ModelConfig::Vl(cfg) => stream_config(&cfg.tokens),
         ModelConfig::Text(_) => StreamConfig { rule: PositionRule::Ernie45Vl, video_placeholder: VideoPlaceholder::Hf },
+        // ERNIE 5.0: Uni-RoPE positions (spec §1.4), the HF placeholder layout.
+        ModelConfig::Ernie5(_) => StreamConfig { rule: PositionRule::UniRope, video_placeholder: VideoPlaceholder::Hf },
     })
 }
 

@@ -8,7 +8,7 @@ use super::decoder::Transformer;
 use super::elastic::ElasticOptions;
 use super::names;
 use super::vision::{Resampler, VisionStack, VisionTower};
-use crate::config::{ModelConfig, TextConfig, VlConfig};
+use crate::config::{Ernie5Config, ModelConfig, TextConfig, VlConfig};
 use crate::error::unsupported;
 use crate::weights::Weights;
 use crate::Result;
@@ -21,7 +21,34 @@ pub fn load(dir: &Path, cfg: &ModelConfig, elastic: &ElasticOptions) -> Result<(
     match cfg {
         ModelConfig::Text(c) => Ok((load_text_model(dir, c, elastic)?, None)),
         ModelConfig::Vl(c) => load_vl_model(dir, c.clone(), elastic).map(|(m, v)| (m, Some(v))),
+        ModelConfig::Ernie5(c) => {
+            // The text path of an ERNIE 5.0 checkpoint: its generation parts are not needed here.
+            let (model, mut parts) = load_ernie5_backbone(dir, c, elastic)?;
+            for prefix in ERNIE5_PART_PREFIXES {
+                parts.take_prefix(prefix);
+            }
+            parts.finish()?;
+            Ok((model, None))
+        }
     }
+}
+
+/// Tensor-name prefixes of the ERNIE 5.0 parts beyond the decoder (spec `ernie5-generation.md` §2):
+/// the visual-generation head and the audio embeddings and heads.
+pub const ERNIE5_PART_PREFIXES: [&str; 2] = ["visual_gen.", "audio."];
+
+/// Loads the decoder of an `ernie5` checkpoint (the ERNIE 4.5 MoE names, unified routing, 3-D
+/// RoPE) and returns it with the checkpoint's remaining tensors: the generation parts under
+/// [`ERNIE5_PART_PREFIXES`], for their own loaders to take before they call
+/// [`Weights::finish`], which then also proves the decoder used everything else.
+///
+/// Errors: as [`load_text_model`], without the final unused-tensor check.
+pub fn load_ernie5_backbone(dir: &Path, cfg: &Ernie5Config, elastic: &ElasticOptions) -> Result<(Transformer, Weights)> {
+    let plan = elastic.resolve(&cfg.text)?;
+    let mut w = Weights::open(dir)?;
+    w.rename(names::canonical_text_name)?;
+    let model = Transformer::load_elastic(&cfg.text, &mut w, &plan)?;
+    Ok((model, w))
 }
 
 /// Loads the safetensors of a text checkpoint directory for `cfg` (its parsed config.json, read
