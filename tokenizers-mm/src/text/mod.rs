@@ -16,31 +16,24 @@
 //! Nothing here is ERNIE-specific except the defaults documented on each item; any
 //! `tokenizer.json` the `tokenizers` crate reads works.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value as Json;
 use tokenizers::Tokenizer;
 
-use crate::chat::{ChatTemplate, ERNIE_CHAT_TEMPLATE};
+use crate::chat::{ChatTemplate, SpecialTokenStrings, ERNIE_CHAT_TEMPLATE};
 use crate::error::{Error, Result};
 
-/// Keys of `tokenizer_config.json` that name one special token each. They are also handed to
-/// the chat template as variables, as transformers does (`**tokenizer.special_tokens_map`).
-const SPECIAL_TOKEN_KEYS: [&str; 7] =
-    ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"];
+mod config;
+mod decoder;
+mod template;
+
+pub use decoder::IncrementalDecoder;
+pub(crate) use config::{read_json, read_to_string};
+use config::{config_chat_template, special_token_strings};
 
 /// Stop tokens of the ERNIE 4.5 family: `</s>` (id 2) and `<|end_of_sentence|>` (spec §4).
 const ERNIE_STOP_TOKENS: [&str; 2] = ["</s>", "<|end_of_sentence|>"];
-
-/// Special-token strings read from `tokenizer_config.json` (`bos_token` → `"<s>"`, …).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct SpecialTokenStrings {
-    /// `bos_token`, `eos_token`, … → token text; only the keys the config sets.
-    pub(crate) named: BTreeMap<String, String>,
-    /// `additional_special_tokens` (token texts), empty when absent.
-    pub(crate) additional: Vec<String>,
-}
 
 /// A text tokenizer loaded from a checkpoint folder.
 ///
@@ -230,106 +223,10 @@ impl TextTokenizer {
         &self.tokenizer
     }
 
-    fn is_byte_token(&self, id: u32) -> bool {
+    pub(super) fn is_byte_token(&self, id: u32) -> bool {
         self.is_byte_token.get(id as usize).copied().unwrap_or(false)
     }
 
-}
-
-/// Streaming detokenizer: feed generated ids one at a time, get text as soon as it is final.
-///
-/// Guarantee: the concatenation of everything [`push`](Self::push) returned plus
-/// [`finish`](Self::finish) equals [`TextTokenizer::decode`] of all pushed ids (same
-/// `skip_special`), and no returned chunk ends in a broken UTF-8 sequence.
-///
-/// How (text-generation-inference's prefix/read offsets, plus one rule for byte fallback):
-/// the text of `ids[prefix..]` minus the text of `ids[prefix..read]` is new. Text is held back
-/// while (a) the last visible token is a byte-fallback piece `<0xNN>` — `ByteFallback` decodes
-/// a whole run of byte pieces at once and turns *every* byte of an invalid run into U+FFFD, so
-/// a run is only final once a non-byte piece follows — or (b) the decoded window ends in U+FFFD
-/// (other decoders' incomplete characters). Window boundaries therefore never split a byte
-/// run, which is what makes the concatenation exact.
-///
-/// Worked example (ERNIE fixture): `😀` is `<0xF0> <0x9F> <0x98> <0x80>`; pushing them returns
-/// `None` four times; pushing `▁and` then returns `"😀 and"`.
-pub struct IncrementalDecoder<'a> {
-    tok: &'a TextTokenizer,
-    skip_special: bool,
-    /// Ids not yet fully retired: `ids[prefix..]` is the current window.
-    ids: Vec<u32>,
-    /// Start of the context window (its text was already emitted).
-    prefix: usize,
-    /// End of the emitted part of the window.
-    read: usize,
-    /// The last visible (not skipped) id is a byte-fallback piece.
-    in_byte_run: bool,
-}
-
-impl<'a> IncrementalDecoder<'a> {
-    /// A decoder over `tok`; `skip_special` as in [`TextTokenizer::decode`].
-    pub fn new(tok: &'a TextTokenizer, skip_special: bool) -> Self {
-        IncrementalDecoder { tok, skip_special, ids: Vec::new(), prefix: 0, read: 0, in_byte_run: false }
-    }
-
-    /// Add one generated id; returns the newly completed text, or `None` while held back.
-    ///
-    /// An id with no token (see [`TextTokenizer::decode`]) adds no text.
-    ///
-    /// Errors: [`Error::Decode`], [`Error::IncrementalPrefix`].
-    pub fn push(&mut self, id: u32) -> Result<Option<String>> {
-        if id as usize >= self.tok.vocab_size() {
-            return Ok(None);
-        }
-        self.ids.push(id);
-        let visible = !(self.skip_special && self.tok.is_special_id(id));
-        if visible {
-            self.in_byte_run = self.tok.is_byte_token(id);
-        }
-        if self.in_byte_run {
-            return Ok(None);
-        }
-        let (before, after) = self.window_texts()?;
-        if after.len() > before.len() && !after.ends_with('\u{FFFD}') {
-            let new = after[before.len()..].to_string();
-            self.advance();
-            Ok(Some(new))
-        } else {
-            Ok(None)
-        }
-    }
-
-    /// Flush whatever is held back (an unfinished byte run decodes as `decode` would: valid
-    /// characters, or U+FFFD per byte). The decoder can be reused afterwards.
-    ///
-    /// Errors: [`Error::Decode`], [`Error::IncrementalPrefix`].
-    pub fn finish(&mut self) -> Result<String> {
-        let (before, after) = self.window_texts()?;
-        let rest = after[before.len()..].to_string();
-        self.ids.clear();
-        self.prefix = 0;
-        self.read = 0;
-        self.in_byte_run = false;
-        Ok(rest)
-    }
-
-    /// Texts of `ids[prefix..read]` and `ids[prefix..]`; checks the second extends the first.
-    fn window_texts(&self) -> Result<(String, String)> {
-        let before = self.tok.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
-        let after = self.tok.decode(&self.ids[self.prefix..], self.skip_special)?;
-        if !after.starts_with(&before) {
-            return Err(Error::IncrementalPrefix { expected: before, actual: after });
-        }
-        Ok((before, after))
-    }
-
-    /// Emitted up to the end: slide the window and drop ids no longer needed as context.
-    fn advance(&mut self) {
-        self.prefix = self.read;
-        self.read = self.ids.len();
-        self.ids.drain(..self.prefix);
-        self.read -= self.prefix;
-        self.prefix = 0;
-    }
 }
 
 /// `<0xNN>` → `NN`, mirroring the `ByteFallback` decoder's test.
@@ -346,76 +243,4 @@ fn encode_ids(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
         .encode(text, false)
         .map(|enc| enc.get_ids().to_vec())
         .map_err(|e| Error::Encode { message: e.to_string() })
-}
-
-pub(crate) fn read_to_string(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
-}
-
-pub(crate) fn read_json(path: &Path) -> Result<Json> {
-    let text = read_to_string(path)?;
-    serde_json::from_str(&text).map_err(|source| Error::Json { path: path.to_path_buf(), source })
-}
-
-/// A token given as `"<s>"` or as a serialized AddedToken `{"content": "<s>", ...}`; `null` → None.
-fn token_text(path: &Path, field: &str, value: &Json) -> Result<Option<String>> {
-    match value {
-        Json::Null => Ok(None),
-        Json::String(s) => Ok(Some(s.clone())),
-        Json::Object(map) => match map.get("content") {
-            Some(Json::String(s)) => Ok(Some(s.clone())),
-            _ => Err(config_err(path, field, "object without a string \"content\"")),
-        },
-        _ => Err(config_err(path, field, "expected a string, an AddedToken object or null")),
-    }
-}
-
-fn special_token_strings(path: &Path, cfg: &Json) -> Result<SpecialTokenStrings> {
-    let map = cfg.as_object().ok_or_else(|| config_err(path, "<root>", "expected a JSON object"))?;
-    let mut out = SpecialTokenStrings::default();
-    for key in SPECIAL_TOKEN_KEYS {
-        if let Some(v) = map.get(key) {
-            if let Some(text) = token_text(path, key, v)? {
-                out.named.insert(key.to_string(), text);
-            }
-        }
-    }
-    if let Some(v) = map.get("additional_special_tokens") {
-        let items = match v {
-            Json::Null => &[][..],
-            Json::Array(items) => items.as_slice(),
-            _ => return Err(config_err(path, "additional_special_tokens", "expected an array")),
-        };
-        for item in items {
-            if let Some(text) = token_text(path, "additional_special_tokens", item)? {
-                out.additional.push(text);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// `chat_template` as a string, or transformers' list form `[{"name", "template"}, …]`
-/// (the entry named "default" is used). Absent or null → None.
-fn config_chat_template(path: &Path, cfg: &Json) -> Result<Option<String>> {
-    match cfg.get("chat_template") {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::String(s)) => Ok(Some(s.clone())),
-        Some(Json::Array(items)) => {
-            for item in items {
-                if item.get("name").and_then(Json::as_str) == Some("default") {
-                    return match item.get("template") {
-                        Some(Json::String(s)) => Ok(Some(s.clone())),
-                        _ => Err(config_err(path, "chat_template", "\"default\" entry has no string \"template\"")),
-                    };
-                }
-            }
-            Err(config_err(path, "chat_template", "list form has no entry named \"default\""))
-        }
-        Some(_) => Err(config_err(path, "chat_template", "expected a string or a list of {name, template}")),
-    }
-}
-
-fn config_err(path: &Path, field: &str, problem: &str) -> Error {
-    Error::ConfigField { path: path.to_path_buf(), field: field.to_string(), problem: problem.to_string() }
 }
