@@ -3,7 +3,8 @@
 //! devices.
 //!
 //! Text side (spec §4, ERNIE 4.5 family):
-//! - [`TextTokenizer::from_dir`] loads a checkpoint's `tokenizer.json` (+ `tokenizer_config.json`).
+//! - [`TextTokenizer::from_dir`] loads a checkpoint's `tokenizer.json` (+ `tokenizer_config.json`),
+//!   or converts SentencePiece's `tokenizer.model` in process when that is all it ships.
 //! - [`TextTokenizer::encode_plain`] for user text (special-token text stays text),
 //!   [`TextTokenizer::encode_with_specials`] for trusted raw prompts.
 //! - [`TextTokenizer::apply_chat_template`] renders the chat template (minijinja, transformers'
@@ -56,4 +57,4 @@ pub use stream::{
     build_stream, MediaItem, MediaKind, MediaTensor, MmMessage, Part, PositionRule, Segment, StreamConfig, StreamPrompt,
     TokenLayout, TokenStream, VideoPlaceholder,
 };
-pub use text::{IncrementalDecoder, TextTokenizer};
+pub use text::{IncrementalDecoder, TextTokenizer, TokenizerSource};

@@ -26,11 +26,33 @@ use crate::error::{Error, Result};
 
 mod config;
 mod decoder;
+mod spm;
+mod spm_proto;
 mod template;
 
 pub use decoder::IncrementalDecoder;
 pub(crate) use config::{read_json, read_to_string};
 use config::{config_chat_template, special_token_strings};
+
+/// Which file a [`TextTokenizer`] was built from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenizerSource {
+    /// `tokenizer.json` (the `tokenizers` serialization).
+    TokenizerJson,
+    /// SentencePiece's `tokenizer.model`, converted in process as transformers converts it
+    /// (`text/spm.rs`): checkpoints in the original ERNIE 4.5 / Paddle layout.
+    SentencePiece,
+}
+
+impl TokenizerSource {
+    /// `"tokenizer.json"` / `"tokenizer.model (converted)"`, for `ernie inspect`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TokenizerSource::TokenizerJson => "tokenizer.json",
+            TokenizerSource::SentencePiece => "tokenizer.model (converted as transformers does)",
+        }
+    }
+}
 
 /// Stop tokens of the ERNIE 4.5 family: `</s>` (id 2) and `<|end_of_sentence|>` (spec §4).
 const ERNIE_STOP_TOKENS: [&str; 2] = ["</s>", "<|end_of_sentence|>"];
@@ -60,6 +82,8 @@ pub struct TextTokenizer {
     pub(crate) chat: ChatTemplate,
     /// The folder it was loaded from (for error messages).
     dir: PathBuf,
+    /// tokenizer.json or tokenizer.model.
+    source: TokenizerSource,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -73,28 +97,29 @@ impl std::fmt::Debug for TextTokenizer {
 }
 
 impl TextTokenizer {
-    /// Load `dir/tokenizer.json` and, when present, `dir/tokenizer_config.json` (special-token
-    /// strings, `chat_template`) and `dir/chat_template.jinja` (transformers v5 layout; it wins
-    /// over the config's template, as in transformers). Without any template the built-in
-    /// ERNIE 4.5 text template is used.
+    /// Load `dir/tokenizer.json` — or, when the folder has none, SentencePiece's
+    /// `dir/tokenizer.model`, converted in process exactly as transformers' `AutoTokenizer`
+    /// converts it (`text/spm.rs`; the original ERNIE 4.5 release and Paddle exports ship only
+    /// that) — and, when present, `dir/tokenizer_config.json` (special-token strings,
+    /// `chat_template`) and `dir/chat_template.jinja` (transformers v5 layout; it wins over the
+    /// config's template, as in transformers). Without any template the built-in ERNIE 4.5 text
+    /// template is used.
     ///
-    /// Errors: [`Error::Io`] (missing/unreadable tokenizer.json), [`Error::Json`] (a file is not
-    /// JSON), [`Error::TokenizerFile`] (the `tokenizers` crate rejects tokenizer.json),
-    /// [`Error::ConfigField`] (a config key has the wrong type), [`Error::Template`] (the chat
-    /// template does not compile).
+    /// Errors: [`Error::Io`] (neither tokenizer file, or unreadable), [`Error::Json`] (a file is
+    /// not JSON), [`Error::TokenizerFile`] (the `tokenizers` crate rejects tokenizer.json, or
+    /// tokenizer.model is not a SentencePiece model), [`Error::ConfigField`] (a config key has
+    /// the wrong type), [`Error::Template`] (the chat template does not compile).
     pub fn from_dir(dir: &Path) -> Result<TextTokenizer> {
+        let config_path = dir.join("tokenizer_config.json");
+        let config = if config_path.is_file() { Some(read_json(&config_path)?) } else { None };
         let tokenizer_path = dir.join("tokenizer.json");
-        let text = read_to_string(&tokenizer_path)?;
-        // Parse once with serde_json first so a syntax error is reported as such (with line and
-        // column) rather than as a generic tokenizers failure.
-        serde_json::from_str::<serde::de::IgnoredAny>(&text)
-            .map_err(|source| Error::Json { path: tokenizer_path.clone(), source })?;
-        let tokenizer: Tokenizer = text
-            .parse()
-            .map_err(|e: Box<dyn std::error::Error + Send + Sync>| Error::TokenizerFile {
-                path: tokenizer_path.clone(),
-                message: e.to_string(),
-            })?;
+        let spm_path = dir.join("tokenizer.model");
+        let (tokenizer, source) = if !tokenizer_path.exists() && spm_path.is_file() {
+            let cfg = config.as_ref().map(|c| (config_path.as_path(), c));
+            (spm::tokenizer_from_spm(&spm_path, cfg)?, TokenizerSource::SentencePiece)
+        } else {
+            (tokenizer_from_json(&tokenizer_path)?, TokenizerSource::TokenizerJson)
+        };
         let mut plain = tokenizer.clone();
         plain.set_encode_special_tokens(true);
 
@@ -115,12 +140,16 @@ impl TextTokenizer {
             .map(|id| tokenizer.id_to_token(id).is_some_and(|t| byte_fallback_value(&t).is_some()))
             .collect();
 
-        let config_path = dir.join("tokenizer_config.json");
-        let config = if config_path.is_file() { Some(read_json(&config_path)?) } else { None };
-        let special_strings = match &config {
+        let mut special_strings = match &config {
             Some(cfg) => special_token_strings(&config_path, cfg)?,
             None => SpecialTokenStrings::default(),
         };
+        if source == TokenizerSource::SentencePiece {
+            // transformers' `setdefault` of bos / eos / unk from the proto.
+            for (key, piece) in spm::proto_special_defaults(&spm_path)? {
+                special_strings.named.entry(key.to_string()).or_insert(piece);
+            }
+        }
 
         let jinja_path = dir.join("chat_template.jinja");
         let (template, origin) = if jinja_path.is_file() {
@@ -142,7 +171,19 @@ impl TextTokenizer {
             special_strings,
             chat,
             dir: dir.to_path_buf(),
+            source,
         })
+    }
+
+    /// Whether `dir` has a tokenizer [`Self::from_dir`] can load (`tokenizer.json` or
+    /// `tokenizer.model`): what a loader checks before deciding a checkpoint has no tokenizer.
+    pub fn exists_in(dir: &Path) -> bool {
+        dir.join("tokenizer.json").is_file() || dir.join("tokenizer.model").is_file()
+    }
+
+    /// Which file the tokenizer was built from.
+    pub fn source(&self) -> TokenizerSource {
+        self.source
     }
 
     /// Encode untrusted text: literal special-token text (`"<|end_of_sentence|>"`, `"<s>"`) is
@@ -227,6 +268,18 @@ impl TextTokenizer {
         self.is_byte_token.get(id as usize).copied().unwrap_or(false)
     }
 
+}
+
+/// Read and parse a `tokenizer.json`.
+fn tokenizer_from_json(path: &Path) -> Result<Tokenizer> {
+    let text = read_to_string(path)?;
+    // Parse once with serde_json first so a syntax error is reported as such (with line and
+    // column) rather than as a generic tokenizers failure.
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
+    text.parse().map_err(|e: Box<dyn std::error::Error + Send + Sync>| Error::TokenizerFile {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// `<0xNN>` → `NN`, mirroring the `ByteFallback` decoder's test.
