@@ -120,20 +120,47 @@ impl ChatTemplate {
     }
 
     pub(crate) fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self
-            .env
-            .get_template(TEMPLATE_NAME)
-            .map_err(|e| Error::Template { origin: self.origin.clone(), message: format_minijinja(&e) })?;
+        self.render_with(Value::from(Serde(messages)), add_generation_prompt, &serde_json::Map::new())
+    }
+
+    /// Make an undefined value an error wherever it is used other than in a test (`is defined`)
+    /// or an `if` (minijinja's semi-strict mode). jinja2 in transformers prints an undefined
+    /// value as "" — a silent prompt change; the multimodal path refuses it instead.
+    pub(crate) fn semi_strict(mut self) -> Self {
+        self.env.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
+        self
+    }
+
+    /// Render with any messages value (`[{"role", "content": str | [parts]}]`) and extra template
+    /// variables (`enable_thinking`, …; transformers' `**kwargs`, which override the special-token
+    /// variables). `messages`, `add_generation_prompt`, `tools` and `documents` are reserved.
+    ///
+    /// Errors: [`Error::Template`] (render failure, strict-undefined use, a reserved kwarg).
+    pub(crate) fn render_with(
+        &self,
+        messages: Value,
+        add_generation_prompt: bool,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
+        let fail = |message: String| Error::Template { origin: self.origin.clone(), message };
+        let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| fail(format_minijinja(&e)))?;
         let mut ctx = self.globals.clone();
-        ctx.insert("messages".into(), Value::from(Serde(messages)));
+        for (k, v) in kwargs {
+            if RESERVED_VARIABLES.contains(&k.as_str()) {
+                return Err(fail(format!("template variable `{k}` is set by the renderer, not by the caller")));
+            }
+            ctx.insert(k.clone(), Value::from(Serde(v)));
+        }
+        ctx.insert("messages".into(), messages);
         ctx.insert("add_generation_prompt".into(), Value::from(add_generation_prompt));
         ctx.insert("tools".into(), Value::from(()));
         ctx.insert("documents".into(), Value::from(()));
-        template
-            .render(Value::from(Serde(&ctx)))
-            .map_err(|e| Error::Template { origin: self.origin.clone(), message: format_minijinja(&e) })
+        template.render(Value::from(Serde(&ctx))).map_err(|e| fail(format_minijinja(&e)))
     }
 }
+
+/// Variables the renderer sets itself.
+const RESERVED_VARIABLES: [&str; 4] = ["messages", "add_generation_prompt", "tools", "documents"];
 
 /// A stretch of the rendered prompt.
 #[derive(Debug, PartialEq)]

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::text::TextTokenizer;
 
 use super::media::{MediaItem, MediaKind, Segment};
-use super::positions::{compute_positions, PositionRule};
+use super::positions::PositionRule;
 use super::prompt::{parse_markers, Part, StreamPrompt};
 use super::tokens::TokenStream;
 
@@ -44,7 +44,7 @@ fn token(tok: &TextTokenizer, text: &str) -> Result<u32> {
     tok.token_id(text).ok_or_else(|| Error::Prompt { reason: format!("the tokenizer has no {text} token") })
 }
 
-fn media_tokens(tok: &TextTokenizer, kind: MediaKind, video: VideoPlaceholder) -> Result<MediaTokenIds> {
+pub(crate) fn media_token_ids(tok: &TextTokenizer, kind: MediaKind, video: VideoPlaceholder) -> Result<MediaTokenIds> {
     let (s, p, e) = match (kind, video) {
         (MediaKind::Image, _) => ("<|IMAGE_START|>", "<|IMAGE_PLACEHOLDER|>", "<|IMAGE_END|>"),
         (MediaKind::Video, VideoPlaceholder::Hf) => ("<|VIDEO_START|>", "<|VIDEO_PLACEHOLDER|>", "<|VIDEO_END|>"),
@@ -101,12 +101,16 @@ impl Builder {
 }
 
 /// Hands out media items of each kind in order.
-struct MediaQueue {
+pub(crate) struct MediaQueue {
     items: Vec<Option<MediaItem>>,
 }
 
 impl MediaQueue {
-    fn take(&mut self, kind: MediaKind) -> Result<MediaItem> {
+    pub(crate) fn new(media: Vec<MediaItem>) -> MediaQueue {
+        MediaQueue { items: media.into_iter().map(Some).collect() }
+    }
+
+    pub(crate) fn take(&mut self, kind: MediaKind) -> Result<MediaItem> {
         let given = self.items.iter().flatten().filter(|m| m.kind == kind).count();
         self.items
             .iter_mut()
@@ -115,7 +119,7 @@ impl MediaQueue {
             .ok_or_else(|| Error::Prompt { reason: format!("more {} markers than {} inputs ({given} left)", kind.marker(), kind.name()) })
     }
 
-    fn check_all_used(&self) -> Result<()> {
+    pub(crate) fn check_all_used(&self) -> Result<()> {
         match self.items.iter().flatten().next() {
             Some(m) => Err(Error::Prompt {
                 reason: format!("{} input {} has no {} marker in the prompt", m.kind.name(), m.source, m.kind.marker()),
@@ -130,9 +134,9 @@ impl MediaQueue {
 /// Errors: [`Error::Prompt`] (marker / media count mismatch, missing special tokens, media in an
 /// assistant turn, unknown role), [`Error::Encode`].
 pub fn build_stream(tok: &TextTokenizer, prompt: &StreamPrompt, media: Vec<MediaItem>, cfg: &StreamConfig) -> Result<TokenStream> {
-    let mut queue = MediaQueue { items: media.into_iter().map(Some).collect() };
+    let mut queue = MediaQueue::new(media);
     let mut b = Builder { segments: Vec::new(), text: Vec::new(), modality: Vec::new(), pending: String::new() };
-    let ids_for = |kind: MediaKind| media_tokens(tok, kind, cfg.video_placeholder);
+    let ids_for = |kind: MediaKind| media_token_ids(tok, kind, cfg.video_placeholder);
     let trusted = matches!(prompt, StreamPrompt::Raw(_));
     match prompt {
         StreamPrompt::Raw(text) => {
@@ -209,7 +213,7 @@ pub fn build_stream(tok: &TextTokenizer, prompt: &StreamPrompt, media: Vec<Media
         // `create_moe_mm_token_type_ids` does.
         let by_id: Vec<(u32, u8)> = MediaKind::ALL
             .iter()
-            .filter_map(|&k| media_tokens(tok, k, cfg.video_placeholder).ok().map(|t| (k, t)))
+            .filter_map(|&k| media_token_ids(tok, k, cfg.video_placeholder).ok().map(|t| (k, t)))
             .flat_map(|(k, t)| [(t.start, k.modality_id()), (t.end, k.modality_id())])
             .collect();
         let mut i = 0;
@@ -224,16 +228,5 @@ pub fn build_stream(tok: &TextTokenizer, prompt: &StreamPrompt, media: Vec<Media
             i += seg.n_tokens();
         }
     }
-    let input_ids: Vec<u32> = segments
-        .iter()
-        .flat_map(|s| -> Box<dyn Iterator<Item = u32> + '_> {
-            match s {
-                Segment::Text { ids } => Box::new(ids.iter().copied()),
-                Segment::Media { item, placeholder_id } => Box::new(std::iter::repeat_n(*placeholder_id, item.n_tokens())),
-            }
-        })
-        .collect();
-    let (positions, next_position) = compute_positions(&segments, cfg.rule)?;
-    debug_assert_eq!(input_ids.len(), modality.len());
-    Ok(TokenStream { segments, input_ids, positions, modality, next_position, rule: cfg.rule })
+    TokenStream::from_segments(segments, modality, cfg.rule)
 }

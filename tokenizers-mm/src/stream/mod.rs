@@ -22,6 +22,9 @@
 //! join it (runs between special tokens are encoded in one call, because ERNIE's BPE has no
 //! pre-tokenizer and merges across the template/content boundary).
 //!
+//! The compiled-in format is the fallback for checkpoints without a chat template;
+//! [`MmChatTemplate`] renders the checkpoint's own template instead (`template.rs`).
+//!
 //! # Segments
 //! As in llama.cpp's mtmd chunks: [`Segment::Text`] holds ids (including the media start / end
 //! specials), [`Segment::Media`] holds one media item and its placeholder run.
@@ -51,10 +54,12 @@ mod build;
 mod media;
 mod positions;
 mod prompt;
+mod template;
 mod tokens;
 
 pub use build::{build_stream, MediaTokenIds, StreamConfig, VideoPlaceholder};
 pub use media::{source_name, MediaItem, MediaKind, MediaTensor, Segment, TokenLayout};
 pub use positions::{compute_positions, PositionRule};
 pub use prompt::{parse_markers, MmMessage, Part, StreamPrompt};
+pub use template::{MmChatTemplate, TemplateSource};
 pub use tokens::TokenStream;

@@ -3,7 +3,9 @@
 use serde_json::{json, Map, Value as Json};
 
 use super::media::Segment;
-use super::positions::PositionRule;
+use crate::error::{Error, Result};
+
+use super::positions::{compute_positions, PositionRule};
 
 /// The stream: segments plus flat per-token arrays.
 #[derive(Clone, Debug)]
@@ -23,6 +25,26 @@ pub struct TokenStream {
 }
 
 impl TokenStream {
+    /// Flatten `segments` into ids and positions (`modality` is per token, `[T]`).
+    ///
+    /// Errors: [`Error::Prompt`] (positions overflow u32, or `modality` has the wrong length).
+    pub(crate) fn from_segments(segments: Vec<Segment>, modality: Vec<u8>, rule: PositionRule) -> Result<TokenStream> {
+        let input_ids: Vec<u32> = segments
+            .iter()
+            .flat_map(|s| -> Box<dyn Iterator<Item = u32> + '_> {
+                match s {
+                    Segment::Text { ids } => Box::new(ids.iter().copied()),
+                    Segment::Media { item, placeholder_id } => Box::new(std::iter::repeat_n(*placeholder_id, item.n_tokens())),
+                }
+            })
+            .collect();
+        if input_ids.len() != modality.len() {
+            return Err(Error::Internal { what: format!("{} tokens but {} modality entries", input_ids.len(), modality.len()) });
+        }
+        let (positions, next_position) = compute_positions(&segments, rule)?;
+        Ok(TokenStream { segments, input_ids, positions, modality, next_position, rule })
+    }
+
     /// Total tokens.
     pub fn len(&self) -> usize {
         self.input_ids.len()
