@@ -10,35 +10,11 @@
 //! token string of tokenizer_config.json (`bos_token`, `cls_token`, …). Not provided:
 //! `strftime_now`, the `{% generation %}` tag.
 //!
-//! # Tokenizing without injection
-//! The template is rendered a second time with each message's content replaced by a sentinel,
-//! which splits the prompt into *template pieces* and *content pieces*. Special-token text is
-//! parsed only in template pieces (with the tokenizer's own added-token matcher); everything
-//! between two template special tokens — template text and content alike — is then encoded in
-//! one call with special parsing off.
+//! # Tokenizing
+//! This module only renders; `TextTokenizer::apply_chat_template` (`text/template.rs`) turns a
+//! rendering into ids without letting message content inject special tokens, using the sentinel
+//! helpers here ([`sentinel_marker`], [`split_pieces`]).
 //!
-//! Why not encode each piece on its own: ERNIE's tokenizer has no pre-tokenizer, so BPE runs
-//! over the whole stretch between two added tokens and merges *across* a template/content
-//! boundary (`"User: " + "What"` gives `▁What`, not `▁` + `What`). Splitting only where the
-//! tokenizer itself splits — at special tokens — keeps those merges.
-//!
-//! Exactness: the ids equal transformers' `apply_chat_template(..., tokenize=True)` whenever
-//! 1. no message content contains special-token text (otherwise transformers injects the
-//!    special id and we deliberately do not), and
-//! 2. no special-token match straddles a template/content boundary (content ending in `"<|end_of"`
-//!    right before template text `"_sentence|>"` — impossible for the ERNIE template, whose
-//!    specials are whole literals), and
-//! 3. special tokens have no `lstrip`/`rstrip`/`single_word` flags reaching into content
-//!    (none in ERNIE), and
-//! 4. the normalizer works character by character (ERNIE: `Replace(" ", "▁")`), so normalizing
-//!    a stretch equals normalizing it inside the whole prompt.
-//!
-//! The golden test checks this against transformers.
-//!
-//! If the template rewrites content (e.g. `message.content | trim`) the sentinel pieces do not
-//! reassemble the real rendering; then the real rendering is encoded with special parsing if no
-//! content holds special-token text, and [`Error::TemplateRewritesContent`] is returned otherwise.
-
 use std::collections::BTreeMap;
 
 use minijinja::value::{Kwargs, Serde, Value};
@@ -47,7 +23,6 @@ use minijinja::{Environment, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::text::{SpecialTokenStrings, TextTokenizer};
 
 /// ERNIE 4.5 text chat template (0.3B / 21B-A3B), used when a checkpoint ships none.
 ///
@@ -102,6 +77,15 @@ impl ChatMessage {
     }
 }
 
+/// Special-token strings read from `tokenizer_config.json` (`bos_token` → `"<s>"`, …).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SpecialTokenStrings {
+    /// `bos_token`, `eos_token`, … → token text; only the keys the config sets.
+    pub(crate) named: BTreeMap<String, String>,
+    /// `additional_special_tokens` (token texts), empty when absent.
+    pub(crate) additional: Vec<String>,
+}
+
 /// A compiled chat template plus the special-token variables it is rendered with.
 #[derive(Clone)]
 pub(crate) struct ChatTemplate {
@@ -135,129 +119,74 @@ impl ChatTemplate {
         &self.origin
     }
 
-    fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self
-            .env
-            .get_template(TEMPLATE_NAME)
-            .map_err(|e| Error::Template { origin: self.origin.clone(), message: format_minijinja(&e) })?;
+    pub(crate) fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_with(Value::from(Serde(messages)), add_generation_prompt, &serde_json::Map::new())
+    }
+
+    /// Make an undefined value an error wherever it is used other than in a test (`is defined`)
+    /// or an `if` (minijinja's semi-strict mode). jinja2 in transformers prints an undefined
+    /// value as "" — a silent prompt change; the multimodal path refuses it instead.
+    pub(crate) fn semi_strict(mut self) -> Self {
+        self.env.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
+        self
+    }
+
+    /// Render with any messages value (`[{"role", "content": str | [parts]}]`) and extra template
+    /// variables (`enable_thinking`, …; transformers' `**kwargs`, which override the special-token
+    /// variables). `messages`, `add_generation_prompt`, `tools` and `documents` are reserved.
+    ///
+    /// Errors: [`Error::Template`] (render failure, strict-undefined use, a reserved kwarg).
+    pub(crate) fn render_with(
+        &self,
+        messages: Value,
+        add_generation_prompt: bool,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
+        let fail = |message: String| Error::Template { origin: self.origin.clone(), message };
+        let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| fail(format_minijinja(&e)))?;
         let mut ctx = self.globals.clone();
-        ctx.insert("messages".into(), Value::from(Serde(messages)));
+        for (k, v) in kwargs {
+            if RESERVED_VARIABLES.contains(&k.as_str()) {
+                return Err(fail(format!("template variable `{k}` is set by the renderer, not by the caller")));
+            }
+            ctx.insert(k.clone(), Value::from(Serde(v)));
+        }
+        ctx.insert("messages".into(), messages);
         ctx.insert("add_generation_prompt".into(), Value::from(add_generation_prompt));
         ctx.insert("tools".into(), Value::from(()));
         ctx.insert("documents".into(), Value::from(()));
-        template
-            .render(Value::from(Serde(&ctx)))
-            .map_err(|e| Error::Template { origin: self.origin.clone(), message: format_minijinja(&e) })
+        template.render(Value::from(Serde(&ctx))).map_err(|e| fail(format_minijinja(&e)))
     }
 }
+
+/// Variables the renderer sets itself.
+const RESERVED_VARIABLES: [&str; 4] = ["messages", "add_generation_prompt", "tools", "documents"];
 
 /// A stretch of the rendered prompt.
 #[derive(Debug, PartialEq)]
-enum Piece<'a> {
+pub(crate) enum Piece<'a> {
     /// Text the template produced: special-token text in it is trusted.
     Template(&'a str),
-    /// Content of message `i`.
+    /// Content number `i` (a message's content, or a text part).
     Content(usize),
 }
 
-impl TextTokenizer {
-    /// Render the chat template to the prompt string (transformers
-    /// `apply_chat_template(messages, tokenize=False, add_generation_prompt=...)`).
-    ///
-    /// Errors: [`Error::Template`] (render failure, `raise_exception`).
-    pub fn render_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        self.chat.render(messages, add_generation_prompt)
-    }
-
-    /// Render and tokenize a conversation: returns prompt ids `[n_tokens]`. Template text is
-    /// parsed for special tokens; message content never becomes special ids (see the module
-    /// docs for when this equals transformers' `apply_chat_template(tokenize=True)`).
-    ///
-    /// Errors: [`Error::Template`], [`Error::TemplateRewritesContent`], [`Error::Encode`].
-    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<Vec<u32>> {
-        let rendered = self.render_chat_template(messages, add_generation_prompt)?;
-
-        let marker = sentinel_marker(messages);
-        let masked: Vec<ChatMessage> = messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| ChatMessage { role: m.role.clone(), content: sentinel(&marker, i) })
-            .collect();
-        let masked_render = self.chat.render(&masked, add_generation_prompt)?;
-
-        match split_pieces(&masked_render, &marker, messages.len()) {
-            Some(pieces) if reassemble(&pieces, messages) == rendered => self.encode_pieces(&pieces, messages),
-            _ => {
-                // The template rewrote content: spans unknown. Safe only without special text in content.
-                for (i, m) in messages.iter().enumerate() {
-                    if let Some(tok) = self.find_special_text(&m.content) {
-                        return Err(Error::TemplateRewritesContent {
-                            origin: self.chat.origin().to_string(),
-                            message_index: i,
-                            token: tok.to_string(),
-                        });
-                    }
-                }
-                self.encode_with_specials(&rendered)
-            }
-        }
-    }
-
-    /// Special tokens only from template pieces; every stretch between them encoded in one call
-    /// with special parsing off (see module docs).
-    fn encode_pieces(&self, pieces: &[Piece<'_>], messages: &[ChatMessage]) -> Result<Vec<u32>> {
-        let mut ids = Vec::new();
-        let mut run = String::new();
-        for piece in pieces {
-            match *piece {
-                Piece::Content(i) => run.push_str(&messages[i].content),
-                Piece::Template(text) => {
-                    let enc = self
-                        .special_tokenizer()
-                        .encode(text, false)
-                        .map_err(|e| Error::Encode { message: e.to_string() })?;
-                    let mut cursor = 0;
-                    for (&id, &(start, end)) in enc.get_ids().iter().zip(enc.get_offsets()) {
-                        if self.is_special_id(id) && start >= cursor && end <= text.len() {
-                            run.push_str(text.get(cursor..start).unwrap_or_default());
-                            self.flush_run(&mut run, &mut ids)?;
-                            ids.push(id);
-                            cursor = end;
-                        }
-                    }
-                    run.push_str(text.get(cursor..).unwrap_or_default());
-                }
-            }
-        }
-        self.flush_run(&mut run, &mut ids)?;
-        Ok(ids)
-    }
-
-    fn flush_run(&self, run: &mut String, ids: &mut Vec<u32>) -> Result<()> {
-        if !run.is_empty() {
-            ids.extend(self.encode_plain(run)?);
-            run.clear();
-        }
-        Ok(())
-    }
-}
-
-/// A marker prefix that occurs in no message content: `\u{E000}ernie-msg-` (with more
-/// `\u{E000}` if needed).
-fn sentinel_marker(messages: &[ChatMessage]) -> String {
+/// A marker prefix that occurs in no content: `\u{E000}ernie-msg-` (with more `\u{E000}` if
+/// needed).
+pub(crate) fn sentinel_marker(contents: &[&str]) -> String {
     let mut marker = format!("{SENTINEL_OPEN}ernie-msg-");
-    while messages.iter().any(|m| m.content.contains(&marker)) {
+    while contents.iter().any(|c| c.contains(&marker)) {
         marker.insert(0, SENTINEL_OPEN);
     }
     marker
 }
 
-fn sentinel(marker: &str, i: usize) -> String {
+pub(crate) fn sentinel(marker: &str, i: usize) -> String {
     format!("{marker}{i}{SENTINEL_CLOSE}")
 }
 
 /// Split a sentinel rendering into pieces; `None` if a sentinel is damaged or out of range.
-fn split_pieces<'a>(masked: &'a str, marker: &str, n_messages: usize) -> Option<Vec<Piece<'a>>> {
+pub(crate) fn split_pieces<'a>(masked: &'a str, marker: &str, n_messages: usize) -> Option<Vec<Piece<'a>>> {
     let mut pieces = Vec::new();
     let mut rest = masked;
     while let Some(at) = rest.find(marker) {
@@ -279,12 +208,12 @@ fn split_pieces<'a>(masked: &'a str, marker: &str, n_messages: usize) -> Option<
     Some(pieces)
 }
 
-fn reassemble(pieces: &[Piece<'_>], messages: &[ChatMessage]) -> String {
+pub(crate) fn reassemble(pieces: &[Piece<'_>], contents: &[&str]) -> String {
     pieces
         .iter()
         .map(|p| match *p {
             Piece::Template(t) => t,
-            Piece::Content(i) => messages[i].content.as_str(),
+            Piece::Content(i) => contents[i],
         })
         .collect()
 }

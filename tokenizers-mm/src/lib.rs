@@ -3,7 +3,8 @@
 //! devices.
 //!
 //! Text side (spec §4, ERNIE 4.5 family):
-//! - [`TextTokenizer::from_dir`] loads a checkpoint's `tokenizer.json` (+ `tokenizer_config.json`).
+//! - [`TextTokenizer::from_dir`] loads a checkpoint's `tokenizer.json` (+ `tokenizer_config.json`),
+//!   or converts SentencePiece's `tokenizer.model` in process when that is all it ships.
 //! - [`TextTokenizer::encode_plain`] for user text (special-token text stays text),
 //!   [`TextTokenizer::encode_with_specials`] for trusted raw prompts.
 //! - [`TextTokenizer::apply_chat_template`] renders the chat template (minijinja, transformers'
@@ -16,7 +17,10 @@
 //!   ERNIE-4.5-VL image processor (PIL backend); [`Limits`] caps every input first.
 //! - [`build_stream`]: a chat (or raw) prompt with `<image>` / `<video>` / `<audio>` markers plus
 //!   the preprocessed [`MediaItem`]s → [`TokenStream`]: segments, ids, per-token (t, h, w)
-//!   positions ([`PositionRule`]) and routing modality.
+//!   positions ([`PositionRule`]) and routing modality, in the compiled-in ERNIE-4.5-VL format.
+//! - [`MmChatTemplate`]: the same stream rendered from the checkpoint's own chat template, as
+//!   transformers' processor does (`from_dir` looks it up; [`TemplateSource`] says which was used;
+//!   the compiled-in format is the fallback).
 //!
 //! ```no_run
 //! use tokenizers_mm::{ChatMessage, IncrementalDecoder, TextTokenizer};
@@ -53,7 +57,7 @@ pub use chat::{ChatMessage, ERNIE_CHAT_TEMPLATE};
 pub use error::{Error, Result};
 pub use limits::Limits;
 pub use stream::{
-    build_stream, MediaItem, MediaKind, MediaTensor, MmMessage, Part, PositionRule, Segment, StreamConfig, StreamPrompt,
-    TokenLayout, TokenStream, VideoPlaceholder,
+    build_stream, MediaItem, MediaKind, MediaTensor, MmChatTemplate, MmMessage, Part, PositionRule, Segment, StreamConfig,
+    StreamPrompt, TemplateSource, TokenLayout, TokenStream, VideoPlaceholder,
 };
-pub use text::{IncrementalDecoder, TextTokenizer};
+pub use text::{IncrementalDecoder, TextTokenizer, TokenizerSource};

@@ -36,6 +36,10 @@ pub const WHAT_FRAMES: &str = "video frames";
 /// `what` of [`Error::LimitExceeded`] for the audio-duration cap.
 pub const WHAT_AUDIO_SECONDS: &str = "audio duration (s)";
 
+/// Most audio channels accepted by every audio decoder (a corrupt header claiming 60 000
+/// channels must not allocate per channel). Re-exported as `audio::MAX_CHANNELS`.
+pub const MAX_AUDIO_CHANNELS: usize = 64;
+
 /// Caps on media inputs. `Limits::default()` is generous but finite; tighten per deployment.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {

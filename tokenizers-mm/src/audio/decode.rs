@@ -31,10 +31,7 @@ use symphonia::core::meta::MetadataOptions;
 
 use crate::audio::wav;
 use crate::error::{Error, Result};
-use crate::limits::Limits;
-
-/// Most channels accepted (a corrupt header claiming 60 000 channels must not allocate per channel).
-pub const MAX_CHANNELS: usize = 64;
+use crate::limits::{Limits, MAX_AUDIO_CHANNELS as MAX_CHANNELS};
 
 /// A decoded, downmixed clip at its original rate.
 #[derive(Clone, Debug, PartialEq)]

@@ -21,7 +21,8 @@ mod wav;
 
 use std::path::Path;
 
-pub use decode::{decode_audio_bytes, decode_audio_file, downmix_mean, DecodedAudio, MAX_CHANNELS};
+pub use crate::limits::MAX_AUDIO_CHANNELS as MAX_CHANNELS;
+pub use decode::{decode_audio_bytes, decode_audio_file, downmix_mean, DecodedAudio};
 pub use mel::{hertz_to_mel_slaney, log_mel, mel_filter_bank, mel_to_hertz_slaney, LogMel, MelConfig, MelExtractor};
 pub use resample::{resample, resampled_len, MAX_EXACT_PHASES};
 

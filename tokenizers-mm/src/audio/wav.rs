@@ -140,7 +140,7 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<WavHeader, WavError> {
     }
     let (tag, channels, rate, align, bits) = fmt.ok_or("no 'fmt ' chunk")?;
     let (offset, declared) = data.ok_or("no 'data' chunk")?;
-    if channels == 0 || usize::from(channels) > super::decode::MAX_CHANNELS {
+    if channels == 0 || usize::from(channels) > crate::limits::MAX_AUDIO_CHANNELS {
         return Err(format!("{channels} channels").into());
     }
     if rate == 0 {

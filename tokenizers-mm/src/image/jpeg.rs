@@ -20,7 +20,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 
-use super::decode::RgbImage;
+use super::rgb::RgbImage;
 
 /// Whether JPEGs go through libjpeg-turbo in this build.
 pub(crate) const TURBOJPEG_ENABLED: bool = cfg!(feature = "turbojpeg");

@@ -24,6 +24,7 @@
 pub mod decode;
 pub mod jpeg;
 pub mod resize;
+mod rgb;
 
 use std::path::{Path, PathBuf};
 
