@@ -2,6 +2,7 @@
 //! `vl/`).
 
 mod transformer;
+pub mod vision_decoder;
 
 use std::path::Path;
 
