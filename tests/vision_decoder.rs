@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ernie_runtime::model::vision_decoder::{to_rgb8, VisionDecoder};
-use ernie_runtime::ops::resample::{resize_area, resize_bilinear, upsample_nearest2x, BILINEAR_2D_ULP};
+use ernie_runtime::ops::resample::{resize_area, resize_bilinear, upsample_nearest2x, BILINEAR_2D_EPS};
 use ernie_runtime::Error;
 use safetensors::{Dtype, SafeTensors};
 
@@ -129,22 +129,24 @@ fn max_ulp(a: &[f32], b: &[f32]) -> u32 {
 fn resampling_matches_torch() {
     let g = golden(&vae_dir("").join("resample.safetensors"));
     let mut n_cases = [0usize; 3];
+    let mut bad = Vec::new();
     for (name, (s, x)) in &g {
         let Some(i) = name.strip_prefix("bilinear_in_") else { continue };
         let (os, want) = &g[&format!("bilinear_out_{i}")];
         let got = resize_bilinear(x, s[0], s[1], s[2], os[1], os[2]).unwrap();
-        let ulp = max_ulp(&got, want);
-        // One-axis resizes (and copies) are bit-exact; two-axis ones within BILINEAR_2D_ULP.
+        let d = max_abs(&got, want);
+        let scale = f32::EPSILON * x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let differ = got.iter().zip(want).filter(|(a, b)| a != b).count();
+        eprintln!("bilinear {:?} → {:?}: max |Δ| {d:.3e} = {:.2} ε·max|x|, {differ} of {} differ", &s[1..], &os[1..], d / scale, got.len());
+        // One-axis resizes (and copies) are bit-exact; two-axis ones within BILINEAR_2D_EPS.
         let one_axis = s[1] == os[1] || s[2] == os[2];
-        let bound = if one_axis { 0 } else { BILINEAR_2D_ULP };
-        assert!(ulp <= bound, "bilinear {:?} → {:?}: {ulp} ulp", &s[1..], &os[1..]);
-        eprintln!(
-            "bilinear {:?} → {:?}: max {ulp} ulp, {} of {} differ",
-            &s[1..],
-            &os[1..],
-            got.iter().zip(want).filter(|(a, b)| a != b).count(),
-            got.len()
-        );
+        if one_axis {
+            assert_eq!(differ, 0, "bilinear {:?} → {:?}", &s[1..], &os[1..]);
+        } else {
+            bad.extend(
+                (d > BILINEAR_2D_EPS * scale).then(|| format!("bilinear {:?} → {:?}: {:.2} ε·max|x|", &s[1..], &os[1..], d / scale)),
+            );
+        }
         n_cases[0] += 1;
     }
     for (name, (s, x)) in &g {
@@ -152,9 +154,13 @@ fn resampling_matches_torch() {
         let (os, want) = &g[&format!("area_out_{i}")];
         let got = resize_area(x, s[0], s[1], s[2], os[1], os[2]).unwrap();
         let ulp = max_ulp(&got, want);
-        // torch computes a 1×1 output with `mean` (a vectorised cascade sum), so allow an ulp there.
-        let bound = if os[1] * os[2] == 1 { 1 } else { 0 };
-        assert!(ulp <= bound, "area {:?} → {:?}: {ulp} ulp", &s[1..], &os[1..]);
+        let d = max_abs(&got, want);
+        let scale = f32::EPSILON * x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        eprintln!("area {:?} → {:?}: max {ulp} ulp, |Δ| {:.2} ε·max|x|", &s[1..], &os[1..], d / scale);
+        // torch computes a 1×1 output with `mean` (a vectorised cascade sum): one rounding of the
+        // input scale allowed there; every other size bit-exact.
+        let ok = if os[1] * os[2] == 1 { d <= scale } else { ulp == 0 };
+        bad.extend((!ok).then(|| format!("area {:?} → {:?}: {ulp} ulp", &s[1..], &os[1..])));
         n_cases[1] += 1;
     }
     for (name, (s, x)) in &g {
@@ -164,6 +170,7 @@ fn resampling_matches_torch() {
         n_cases[2] += 1;
     }
     assert_eq!(n_cases, [13, 7, 3]);
+    assert!(bad.is_empty(), "{bad:#?}");
 }
 
 /// Copies fixture `name` into a temp dir, letting `edit` change the config and tensors.
