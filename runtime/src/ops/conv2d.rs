@@ -138,6 +138,7 @@ pub fn conv2d(spec: &Conv2dSpec, x: &[f32], h: usize, w: usize, weight: &[f32], 
 
 /// Fills `col[(c·kh + i)·kw + j, r·W_out + xo] = xpad[c, (y0 + r)·s + i, xo·s + j]` for output
 /// rows `y0 .. y0 + rows`.
+#[allow(clippy::too_many_arguments)] // the band geometry, spelled out
 fn im2col_band(spec: &Conv2dSpec, x: &[f32], h: usize, w: usize, ow: usize, y0: usize, rows: usize, col: &mut [f32]) {
     let (kh, kw, s) = (spec.kernel_h, spec.kernel_w, spec.stride);
     let p = rows * ow;
@@ -167,6 +168,7 @@ fn im2col_band(spec: &Conv2dSpec, x: &[f32], h: usize, w: usize, ow: usize, y0: 
 /// # Safety
 /// `lhs` holds `m·k`, `rhs` holds `(k−1)·rhs_rs + n`, and `dst` points to `(m−1)·dst_rs + n`
 /// writable elements that nothing else touches during the call.
+#[allow(clippy::too_many_arguments)] // a BLAS-style signature
 unsafe fn gemm_acc(m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32], rhs_rs: usize, dst: *mut f32, dst_rs: usize) {
     debug_assert!(lhs.len() >= m * k && rhs.len() >= (k - 1) * rhs_rs + n);
     gemm::gemm(

@@ -137,8 +137,8 @@ pub fn resize_area_slow(x: &[f32], c: usize, h: usize, w: usize, oh: usize, ow: 
     for ci in 0..c {
         for i in 0..oh {
             for j in 0..ow {
-                let (y0, y1) = ((i * h) / oh, ((i + 1) * h + oh - 1) / oh);
-                let (x0, x1) = ((j * w) / ow, ((j + 1) * w + ow - 1) / ow);
+                let (y0, y1) = ((i * h) / oh, ((i + 1) * h).div_ceil(oh));
+                let (x0, x1) = ((j * w) / ow, ((j + 1) * w).div_ceil(ow));
                 let mut sum = 0.0f64;
                 for yy in y0..y1 {
                     for xx in x0..x1 {

@@ -113,7 +113,7 @@ impl Resnet {
             Some(s) => s.forward(x)?,
             None => x.clone(),
         };
-        h.data.iter_mut().zip(&skip.data).for_each(|(a, b)| *a = b + *a);
+        h.data.iter_mut().zip(&skip.data).for_each(|(a, b)| *a += b);
         Ok(h)
     }
 }

@@ -108,20 +108,18 @@ fn ldm_to_diffusers(parts: &mut Vec<String>, decoder: bool, levels: usize) {
             *parts = [vec![parts[0].clone(), "mid_block".to_string()], sub, rest].concat();
             *parts = parts.join(".").split('.').map(str::to_string).collect();
         }
-        "mid_block" => {
-            // diffusers before 0.14: query/key/value/proj_attn.
-            if seg(parts, 2) == "attentions" {
-                if let Some(layer) = parts.get_mut(4) {
-                    let new = match layer.as_str() {
-                        "query" => "to_q",
-                        "key" => "to_k",
-                        "value" => "to_v",
-                        "proj_attn" => "to_out.0",
-                        _ => "",
-                    };
-                    if !new.is_empty() {
-                        *layer = new.to_string();
-                    }
+        // diffusers before 0.14: query/key/value/proj_attn.
+        "mid_block" if seg(parts, 2) == "attentions" => {
+            if let Some(layer) = parts.get_mut(4) {
+                let new = match layer.as_str() {
+                    "query" => "to_q",
+                    "key" => "to_k",
+                    "value" => "to_v",
+                    "proj_attn" => "to_out.0",
+                    _ => "",
+                };
+                if !new.is_empty() {
+                    *layer = new.to_string();
                 }
             }
         }
