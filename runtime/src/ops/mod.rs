@@ -6,6 +6,9 @@ mod activation;
 mod matmul;
 mod norm;
 mod rope;
+pub mod conv2d;
+pub mod group_norm;
+pub mod resample;
 
 pub use activation::{erf, gelu_erf_in_place, quick_gelu_in_place, silu, silu_mul, silu_mul_slow, softmax_in_place};
 pub use matmul::{matmul_xwt, matmul_xwt_slow};
