@@ -1,6 +1,7 @@
 //! The decoder (text models, and the language model of VL checkpoints; the vision side lives in
 //! `vl/`).
 
+pub mod audio_codec;
 mod transformer;
 
 use std::path::Path;
