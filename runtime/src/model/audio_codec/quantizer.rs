@@ -71,6 +71,7 @@ impl Codebook {
 }
 
 /// Slow twin of the nearest-code search: the Euclidean distance from its definition in f64.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn nearest_slow(embed: &[f32], d: usize, r: &[f32]) -> u32 {
     let mut best = (0usize, f64::INFINITY);
     for (c, e) in embed.chunks(d).enumerate() {
