@@ -61,7 +61,7 @@ impl Conv {
         let pt = s.effective_kernel() - 1;
         if ctx.is_empty() && pt > 0 {
             *ctx = match self.pad_mode {
-                PadMode::Replicate if t > 0 => x.chunks(t).flat_map(|row| std::iter::repeat(row[0]).take(pt)).collect(),
+                PadMode::Replicate if t > 0 => x.chunks(t).flat_map(|row| std::iter::repeat_n(row[0], pt)).collect(),
                 _ => vec![0.0; s.c_in * pt],
             };
         }
@@ -229,9 +229,9 @@ impl ResBlock {
         match &self.shortcut {
             Some(s) => {
                 let (r, _) = s.forward(x, t)?;
-                h.iter_mut().zip(&r).for_each(|(a, b)| *a = b + *a);
+                h.iter_mut().zip(&r).for_each(|(a, b)| *a += b);
             }
-            None => h.iter_mut().zip(x).for_each(|(a, b)| *a = b + *a),
+            None => h.iter_mut().zip(x).for_each(|(a, b)| *a += b),
         }
         Ok(h)
     }
@@ -247,9 +247,9 @@ impl ResBlock {
         match &self.shortcut {
             Some(s) => {
                 let r = s.forward_stream(x, t, st.next())?;
-                h.iter_mut().zip(&r).for_each(|(a, b)| *a = b + *a);
+                h.iter_mut().zip(&r).for_each(|(a, b)| *a += b);
             }
-            None => h.iter_mut().zip(x).for_each(|(a, b)| *a = b + *a),
+            None => h.iter_mut().zip(x).for_each(|(a, b)| *a += b),
         }
         Ok(h)
     }
