@@ -3,6 +3,7 @@
 //! with their shape in the comment; weights are [`Tensor`](crate::Tensor)s of f32, bf16 or f16.
 
 mod activation;
+pub mod conv1d;
 mod matmul;
 mod norm;
 mod rope;
