@@ -31,6 +31,10 @@ pub enum Error {
         fmt_list("\n  missing", missing), fmt_list("\n  unused", unused))]
     TensorSet { missing: Vec<String>, unused: Vec<String> },
 
+    /// A GGUF file is malformed (see [`crate::gguf::GgufError`]).
+    #[error("{path}: malformed GGUF: {source}")]
+    Gguf { path: PathBuf, source: crate::gguf::GgufError },
+
     /// A tensor exists but has the wrong shape.
     #[error("tensor {name}: expected shape {expected:?}, found {got:?}")]
     TensorShape { name: String, expected: Vec<usize>, got: Vec<usize> },

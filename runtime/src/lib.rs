@@ -21,6 +21,7 @@ pub mod embed;
 pub mod engine;
 mod error;
 pub mod generator;
+pub mod gguf;
 pub mod kv_cache;
 pub mod model;
 pub mod moe;

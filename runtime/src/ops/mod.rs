@@ -5,6 +5,7 @@
 mod activation;
 mod matmul;
 mod norm;
+pub mod quant;
 mod rope;
 
 pub use activation::{erf, gelu_erf_in_place, quick_gelu_in_place, silu, silu_mul, silu_mul_slow, softmax_in_place};
