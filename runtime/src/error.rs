@@ -56,6 +56,15 @@ pub enum Error {
         unused: Vec<String>,
     },
 
+    /// A GGUF file is malformed (see [`crate::gguf::GgufError`]).
+    #[error("{path}: malformed GGUF: {source}")]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is malformed.
+        source: crate::gguf::GgufError,
+    },
+
     /// A tensor exists but has the wrong shape.
     #[error("tensor {name}: expected shape {expected:?}, found {got:?}")]
     TensorShape {

@@ -21,6 +21,7 @@ pub mod backend;
 pub mod config;
 pub mod engine;
 mod error;
+pub mod gguf;
 pub mod infer;
 pub mod io;
 pub mod model;

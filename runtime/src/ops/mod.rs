@@ -6,6 +6,7 @@ mod activation;
 pub mod conv1d;
 mod matmul;
 mod norm;
+pub mod quant;
 mod rope;
 pub mod conv2d;
 pub mod group_norm;
