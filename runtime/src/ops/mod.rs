@@ -4,6 +4,7 @@
 
 mod activation;
 mod matmul;
+pub mod gemm;
 mod norm;
 mod rope;
 
