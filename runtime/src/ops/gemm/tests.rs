@@ -147,3 +147,53 @@ fn matmul_agrees_with_the_old_path() {
     }
 }
 
+
+/// Quick timing at 21B-A3B shapes under the test profile (`benches/gemm.rs` is the real bench):
+/// `cargo test -p ernie-runtime --lib gemm_timing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn gemm_timing() {
+    use std::time::Instant;
+    fn median(mut f: impl FnMut(), reps: usize) -> f64 {
+        f();
+        let mut v: Vec<f64> = (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[reps / 2]
+    }
+    let m = 512;
+    for &(name, n, k) in &[("q_o", 2560usize, 2560usize), ("k_v", 512, 2560), ("gate_up", 1536, 2560), ("down", 2560, 1536)] {
+        let w = weights(n, k, 3);
+        let t = crate::Tensor::from_bf16(bytemuck::cast_slice::<u16, half::bf16>(&w.bf16), vec![n, k]).unwrap();
+        let x = values(m * k, 4);
+        let mut o = vec![0.0; m * n];
+        let flops = (2 * m * n * k) as f64;
+        let old = median(|| crate::ops::matmul_xwt(&x, &t, &mut o).unwrap(), 5);
+        eprintln!("prefill {name} m{m} n{n} k{k}: old {:.1} GFLOP/s", flops / old / 1e9);
+        for kern in KERNELS.into_iter().filter(|k| k.is_available()) {
+            let s = median(|| gemm(&x, WeightRef::Bf16(&w.bf16), m, n, k, &mut o, kern).unwrap(), 5);
+            eprintln!("  {kern:?}: {:.1} GFLOP/s ({:.2}× old)", flops / s / 1e9, old / s);
+        }
+    }
+    let (n, k) = (1536usize, 2560usize);
+    let copies = 100; // 786 MB of bf16 weights, beyond the L3
+    let pool: Vec<Weights> = (0..copies).map(|c| weights(n, k, c as u64)).collect();
+    let ts: Vec<crate::Tensor> = pool.iter().map(|w| crate::Tensor::from_bf16(bytemuck::cast_slice::<u16, half::bf16>(&w.bf16), vec![n, k]).unwrap()).collect();
+    let x = values(k, 9);
+    let mut o = vec![0.0; n];
+    let bytes = (copies * n * k * 2) as f64;
+    for round in 0..3 {
+        let old = median(|| ts.iter().for_each(|t| crate::ops::matmul_xwt(&x, t, &mut o).unwrap()), 3);
+        eprint!("decode gate_up round {round}: old {:.1} GB/s", bytes / old / 1e9);
+        for kern in [Kernel::Avx512, Kernel::Avx2, Kernel::Portable] {
+            let s = median(|| pool.iter().for_each(|w| gemv(&x, WeightRef::Bf16(&w.bf16), 1, n, k, &mut o, kern).unwrap()), 3);
+            eprint!(", {kern:?} {:.1} GB/s", bytes / s / 1e9);
+        }
+        eprintln!();
+    }
+}
