@@ -5,6 +5,7 @@
 mod activation;
 pub mod conv1d;
 mod matmul;
+pub mod gemm;
 mod norm;
 pub mod quant;
 mod rope;
