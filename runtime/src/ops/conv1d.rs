@@ -23,11 +23,17 @@ const PAR_MIN_FLOPS: usize = 1 << 20;
 /// `[c_in, c_out / groups, kernel]`. `dilation` must be 1 for the transposed conv.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv1dSpec {
+    /// Input channels.
     pub c_in: usize,
+    /// Output channels.
     pub c_out: usize,
+    /// Kernel length in samples.
     pub kernel: usize,
+    /// Stride in samples (≥ 1).
     pub stride: usize,
+    /// Dilation (≥ 1; 1 for the transposed conv).
     pub dilation: usize,
+    /// Channel groups (`c_in` for a depthwise conv).
     pub groups: usize,
 }
 

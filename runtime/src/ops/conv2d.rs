@@ -20,9 +20,13 @@ const COL_BAND_ELEMS: usize = 4 << 20;
 /// (left, right, top, bottom).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Padding {
+    /// Columns of zeros before the first input column.
     pub left: usize,
+    /// Columns of zeros after the last input column.
     pub right: usize,
+    /// Rows of zeros above the first input row.
     pub top: usize,
+    /// Rows of zeros below the last input row.
     pub bottom: usize,
 }
 
@@ -36,12 +40,17 @@ impl Padding {
 /// The geometry of one convolution: weight `[out_channels, in_channels, kernel_h, kernel_w]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dSpec {
+    /// Input channels C_in.
     pub in_channels: usize,
+    /// Output channels C_out.
     pub out_channels: usize,
+    /// Kernel height.
     pub kernel_h: usize,
+    /// Kernel width.
     pub kernel_w: usize,
     /// Same stride along both axes (≥ 1).
     pub stride: usize,
+    /// Zero padding per side.
     pub pad: Padding,
 }
 

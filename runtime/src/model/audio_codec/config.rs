@@ -76,8 +76,11 @@ pub struct MimiConfig {
     pub num_hidden_layers: usize,
     /// MLP width (2048).
     pub intermediate_size: usize,
+    /// Attention heads (8).
     pub num_attention_heads: usize,
+    /// Key/value heads (8).
     pub num_key_value_heads: usize,
+    /// Width of one head (64).
     pub head_dim: usize,
     /// LayerNorm epsilon (1e-5).
     pub norm_eps: f32,

@@ -88,6 +88,7 @@ impl VisionDecoder {
         Ok(VisionDecoder { cfg, post_quant_conv, decoder, encoder })
     }
 
+    /// The parsed `config.json`.
     pub fn config(&self) -> &VisionDecoderConfig {
         &self.cfg
     }
