@@ -10,6 +10,7 @@ pub mod moe;
 pub mod mtp;
 pub mod names;
 pub mod vision;
+pub mod visual_gen;
 
 // The decoder's GPU mirror; without the `cuda` feature a stub with the same names.
 #[cfg(feature = "cuda")]
