@@ -6,7 +6,10 @@
 //! torch's CPU kernel (`UpSampleKernel.cpp`, `HelperInterpLinear`), restated: with
 //! `scale = in / out` in f32, source `x = max(scale·(dst + 0.5) − 0.5, 0)`, `i0 = min(⌊x⌋, in−1)`,
 //! `i1 = i0 + (i0 < in−1)`, `λ1 = clamp(x − i0, 0, 1)`, `λ0 = 1 − λ1`; the output is
-//! `λ0h·(λ0w·a + λ1w·b) + λ1h·(λ0w·c + λ1w·d)` evaluated in that order, in f32.
+//! `λ0h·(λ0w·a + λ1w·b) + λ1h·(λ0w·c + λ1w·d)` evaluated in that order, in f32. This is
+//! bit-exact to torch 2.15 on the NFSP grids (1..3 → 4 up, 4 → 2, 3 down: the latent goldens);
+//! on some other sizes it is up to a few ulps off (`tests/model/nfsp.rs`).
+// TODO(#15): bit-exact for every size (torch's weight / accumulation order in its CPU kernel).
 
 use crate::{Error, Result};
 
@@ -36,7 +39,7 @@ fn check(x: &[f32], c: usize, (h, w): (usize, usize), (oh, ow): (usize, usize)) 
 }
 
 /// Resamples `x` (`[c, h, w]` f32, row-major) to `[c, oh, ow]` as torch's bilinear
-/// `F.interpolate(size=(oh, ow), align_corners=False)` does, bit for bit on the CPU.
+/// `F.interpolate(size=(oh, ow), align_corners=False)` does (module docs: exactness).
 ///
 /// Errors: [`Error::ShapeMismatch`] when `x.len() != c·h·w` or a side is 0.
 pub fn resample_bilinear(x: &[f32], c: usize, hw: (usize, usize), out: (usize, usize)) -> Result<Vec<f32>> {
