@@ -5,6 +5,7 @@
 //! `media.rs` (images and video), `embed.rs` (embeddings).
 
 mod embed;
+mod image;
 mod media;
 mod text;
 

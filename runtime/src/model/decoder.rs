@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use super::elastic::{ElasticOptions, ElasticPlan};
 use super::moe::{load_grouped_moe, load_moe_block};
 use crate::config::{MlpKind, TextConfig};
-use crate::nn::attention::Attention;
+use crate::nn::attention::{Attention, Mask};
 use crate::nn::kv_cache::{KvCache, LayerKv};
 use crate::nn::linear::Linear;
 use crate::nn::mlp::SwiGlu;
@@ -65,12 +65,14 @@ pub struct Rows<'a> {
     pub pos: RopePositions<'a>,
     /// `[t]` routing group per row; `None` = group 0 (text).
     pub groups: Option<&'a [u8]>,
+    /// Causal (text) or block (the rows of one NFSP scale see each other).
+    pub mask: Mask,
 }
 
 impl Rows<'_> {
     /// Text rows at slots `slot..` and positions `pos..`, routing group 0.
     pub fn sequential(slot: usize, pos: usize) -> Rows<'static> {
-        Rows { slot, pos: RopePositions::Sequential(pos), groups: None }
+        Rows { slot, pos: RopePositions::Sequential(pos), groups: None, mask: Mask::Causal }
     }
 }
 
@@ -127,7 +129,7 @@ impl Layer {
     pub fn forward(&self, x: &mut [f32], kv: &mut LayerKv, rope: &RopeTable, rows: Rows<'_>, eps: f32, trace: Option<&mut Trace>) -> Result<()> {
         let mut normed = vec![0.0f32; x.len()]; // [t, h]
         rms_norm(x, &self.input_layernorm, eps, &mut normed); // attn_norm
-        let attn_out = self.self_attn.forward(&normed, kv, rope, rows.slot, rows.pos)?; // [t, h]
+        let attn_out = self.self_attn.forward_masked(&normed, kv, rope, rows.slot, rows.pos, rows.mask)?; // [t, h]
         x.iter_mut().zip(&attn_out).for_each(|(a, b)| *a += b);
         rms_norm(x, &self.post_attention_layernorm, eps, &mut normed); // ffn_norm
         let ffn_out = match &self.mlp {
@@ -225,11 +227,35 @@ impl Transformer {
     /// table; [`Error::ShapeMismatch`] when `x`, `pos` or `groups` disagree on `t`.
     pub fn forward_embeds(
         &self,
+        x: Vec<f32>,
+        cache: &mut KvCache,
+        which: Logits,
+        pos: RopePositions<'_>,
+        groups: Option<&[u8]>,
+        trace: Option<&mut Trace>,
+    ) -> Result<Vec<f32>> {
+        self.forward_embeds_masked(x, cache, which, pos, groups, Mask::Causal, trace)
+    }
+
+    /// One NFSP scale (`ernie5-generation.md` §3.3): input embeddings `x` (`[t, h]`) at the
+    /// (real-valued) positions `pos`, attending to the cache and to each other with no causal mask
+    /// inside the block; returns the final normalised hidden rows `[t, h]` for the bit head.
+    ///
+    /// Errors: as [`Transformer::forward_embeds`].
+    pub fn forward_block(&self, x: Vec<f32>, cache: &mut KvCache, pos: RopePositions<'_>, trace: Option<&mut Trace>) -> Result<Vec<f32>> {
+        self.forward_embeds_masked(x, cache, Logits::Hidden, pos, None, Mask::Block, trace)
+    }
+
+    /// [`Transformer::forward_embeds`] with the rows' attention [`Mask`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_embeds_masked(
+        &self,
         mut x: Vec<f32>,
         cache: &mut KvCache,
         which: Logits,
         pos: RopePositions<'_>,
         groups: Option<&[u8]>,
+        mask: Mask,
         mut trace: Option<&mut Trace>,
     ) -> Result<Vec<f32>> {
         let (h, eps) = (self.cfg.hidden_size, self.cfg.rms_norm_eps);
@@ -239,7 +265,7 @@ impl Transformer {
         }
         cache.check_room(t)?;
         let (kv_layers, rope, slot) = cache.parts();
-        let rows = Rows { slot, pos, groups };
+        let rows = Rows { slot, pos, groups, mask };
         for layer in &self.layers {
             layer.forward(&mut x, &mut kv_layers[layer.index], rope, rows, eps, trace.as_deref_mut())?;
         }

@@ -12,6 +12,7 @@ pub mod mtp;
 pub mod names;
 pub mod vision;
 pub mod vision_decoder;
+pub mod visual_gen;
 
 // The decoder's GPU mirror; without the `cuda` feature a stub with the same names.
 #[cfg(feature = "cuda")]

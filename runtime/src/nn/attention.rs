@@ -12,6 +12,17 @@ use crate::ops::{rope_apply, softmax_in_place, RopePositions, RopeTable};
 use crate::weights::Weights;
 use crate::Result;
 
+/// Which cached keys a row of one forward pass attends to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mask {
+    /// Row `i` sees the cache and rows `0..=i` of its pass (text).
+    #[default]
+    Causal,
+    /// Every row sees the cache and all rows of its pass, later ones included: the block-causal
+    /// attention of one NFSP scale (`ernie5-generation.md` §3.3).
+    Block,
+}
+
 /// Attention weights of one layer.
 pub struct Attention {
     /// `[n_heads * head_dim, h]`
@@ -77,6 +88,11 @@ impl Attention {
     /// this layer's K/V rows of those slots into `kv`; the caller advances the cache after the
     /// last layer. Errors: a position outside the RoPE table ([`rope_apply`]).
     pub fn forward(&self, x: &[f32], kv: &mut LayerKv, rope: &RopeTable, cache_len: usize, pos: RopePositions<'_>) -> Result<Vec<f32>> {
+        self.forward_masked(x, kv, rope, cache_len, pos, Mask::Causal)
+    }
+
+    /// [`Attention::forward`] with the rows' [`Mask`]: causal, or block (the rows see each other).
+    pub fn forward_masked(&self, x: &[f32], kv: &mut LayerKv, rope: &RopeTable, cache_len: usize, pos: RopePositions<'_>, mask: Mask) -> Result<Vec<f32>> {
         let (hd, nh, nkv) = (self.head_dim, self.n_heads, self.n_kv_heads);
         let h = self.o_proj.out_dim();
         let t = x.len() / h;
@@ -97,7 +113,10 @@ impl Attention {
             let (i, head) = (row / nh, row % nh);
             let kvh = head / group;
             let qv = &q[row * hd..(row + 1) * hd];
-            let n_ctx = cache_len + i + 1; // causal: positions 0..=cache_len+i
+            let n_ctx = match mask {
+                Mask::Causal => cache_len + i + 1, // positions 0..=cache_len+i
+                Mask::Block => cache_len + t,      // the cache and the whole block
+            };
             scores.clear();
             scores.extend((0..n_ctx).map(|p| {
                 let kr = &kc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];

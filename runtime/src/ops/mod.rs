@@ -8,6 +8,7 @@ mod matmul;
 pub mod gemm;
 mod norm;
 pub mod quant;
+mod resample_bilinear;
 mod rope;
 pub mod conv2d;
 pub mod group_norm;
@@ -16,7 +17,8 @@ pub mod resample;
 pub use activation::{erf, gelu_erf_in_place, quick_gelu_in_place, silu, silu_mul, silu_mul_slow, softmax_in_place};
 pub use matmul::{matmul_xwt, matmul_xwt_slow};
 pub use norm::{layer_norm, layer_norm_slow, rms_norm, rms_norm_slow};
+pub use resample_bilinear::{area_pool_1x1, resample_bilinear, resample_bilinear_slow};
 pub use rope::{
-    rope_apply, rope_interleaved, rope_interleaved_slow, rope_mrope_slow, rope_vision, rope_vision_slow, RopePositions,
+    rope_apply, rope_interleaved, rope_interleaved_slow, rope_mrope_real_slow, rope_mrope_slow, rope_vision, rope_vision_slow, RopePositions,
     RopeTable,
 };

@@ -13,6 +13,9 @@ pub struct RopeTable {
     sin: Vec<f32>,
     /// ERNIE-4.5-VL 3-D RoPE: `(h/w pairs, t pairs)`; `None` for 1-D text RoPE.
     mrope: Option<MropeSection>,
+    /// `[head_dim/2]` `theta^(−2m/head_dim)` in f32: the table's rows are `pos · inv_freq`, and
+    /// real-valued positions ([`RopePositions::Real`]) form their angles from it the same way.
+    inv_freq: Vec<f32>,
 }
 
 /// Positions of the rows of one forward pass.
@@ -23,6 +26,10 @@ pub enum RopePositions<'a> {
     Sequential(usize),
     /// Row `i` is at `(t, h, w) = positions[i]` (ERNIE-4.5-VL prefill, spec §3.6).
     ThreeD(&'a [[u32; 3]]),
+    /// Row `i` is at the real-valued `(t, h, w) = positions[i]` (ERNIE 5.0 visual slots,
+    /// `ernie5-generation.md` §3.4): angles `coord · inv_freq` formed in f32 per row instead of
+    /// read from the table; integer coordinates give the table's values bit for bit.
+    Real(&'a [[f32; 3]]),
 }
 
 impl RopeTable {
@@ -39,7 +46,7 @@ impl RopeTable {
                 sin.push(angle.sin());
             }
         }
-        RopeTable { half, cos, sin, mrope: None }
+        RopeTable { half, cos, sin, mrope: None, inv_freq }
     }
 
     /// [`RopeTable::new`] with ERNIE-4.5-VL's 3-D split (`section.hw_pairs + section.t_pairs`
@@ -126,8 +133,59 @@ pub fn rope_apply(x: &mut [f32], n_heads: usize, positions: RopePositions<'_>, t
                 }
             }
         }
+        RopePositions::Real(pos) => {
+            let Some(section) = table.mrope else {
+                return Err(crate::Error::Request("real-valued positions need a model with 3-D RoPE (mrope_section)".into()));
+            };
+            if pos.len() != t {
+                return Err(crate::Error::Request(format!("{} real positions for {t} rows", pos.len())));
+            }
+            if let Some(p) = pos.iter().flatten().find(|p| !(p.is_finite() && **p >= 0.0)) {
+                return Err(crate::Error::Request(format!("position {p} is not a finite value >= 0")));
+            }
+            let head_dim = 2 * table.half;
+            let (mut cos, mut sin) = (vec![0.0f32; table.half], vec![0.0f32; table.half]);
+            for (row, &[pt, ph, pw]) in x.chunks_exact_mut(n_heads * head_dim).zip(pos) {
+                for (m, &f) in table.inv_freq.iter().enumerate() {
+                    let p = if m >= section.hw_pairs {
+                        pt
+                    } else if m % 2 == 0 {
+                        ph
+                    } else {
+                        pw
+                    };
+                    let angle = p * f; // f32, as the table's `pos as f32 * f`
+                    cos[m] = angle.cos();
+                    sin[m] = angle.sin();
+                }
+                for head in row.chunks_exact_mut(head_dim) {
+                    for (pair, (&c, &s)) in head.chunks_exact_mut(2).zip(cos.iter().zip(&sin)) {
+                        let (a, b) = (pair[0], pair[1]);
+                        pair[0] = a * c - b * s;
+                        pair[1] = b * c + a * s;
+                    }
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// Slow twin of [`rope_apply`] for real-valued 3-D positions ([`RopePositions::Real`]): the
+/// angle `coord(m) · theta^(−2m/head_dim)` from the formula per element, in f64.
+pub fn rope_mrope_real_slow(x: &mut [f32], n_heads: usize, head_dim: usize, positions: &[[f32; 3]], theta: f32, section: MropeSection) {
+    for (t, &[pt, ph, pw]) in positions.iter().enumerate() {
+        for h in 0..n_heads {
+            let base = (t * n_heads + h) * head_dim;
+            for m in 0..head_dim / 2 {
+                let coord = if m >= section.hw_pairs { pt } else if m % 2 == 0 { ph } else { pw };
+                let angle = coord as f64 / (theta as f64).powf(2.0 * m as f64 / head_dim as f64);
+                let (a, b) = (x[base + 2 * m] as f64, x[base + 2 * m + 1] as f64);
+                x[base + 2 * m] = (a * angle.cos() - b * angle.sin()) as f32;
+                x[base + 2 * m + 1] = (b * angle.cos() + a * angle.sin()) as f32;
+            }
+        }
+    }
 }
 
 /// Slow twin of [`rope_apply`] for 3-D positions: the angle `coord(m) · theta^(−2m/head_dim)`
@@ -205,5 +263,54 @@ pub fn rope_interleaved_slow(x: &mut [f32], n_heads: usize, head_dim: usize, pos
                 x[base + 2 * m + 1] = (b * angle.cos() + a * angle.sin()) as f32;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod real_position_tests {
+    use super::*;
+
+    const SECTION: MropeSection = MropeSection { hw_pairs: 4, t_pairs: 4 };
+
+    fn input(t: usize) -> Vec<f32> {
+        (0..t * 2 * 16).map(|i| ((i * 29 % 31) as f32 - 15.0) / 9.0).collect()
+    }
+
+    #[test]
+    fn integer_real_positions_match_the_table_bit_for_bit() {
+        let table = RopeTable::with_mrope(16, 1000.0, 64, SECTION);
+        let ints: Vec<[u32; 3]> = vec![[0, 0, 0], [5, 7, 9], [17, 3, 40], [63, 62, 61]];
+        let reals: Vec<[f32; 3]> = ints.iter().map(|p| p.map(|c| c as f32)).collect();
+        let (mut a, mut b) = (input(4), input(4));
+        rope_apply(&mut a, 2, RopePositions::ThreeD(&ints), &table).unwrap();
+        rope_apply(&mut b, 2, RopePositions::Real(&reals), &table).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn real_positions_match_the_slow_twin() {
+        // f32 angles and f32 cos/sin vs. f64 throughout: a few ulps at these angles.
+        const TOL: f32 = 1e-5;
+        let table = RopeTable::with_mrope(16, 1000.0, 8, SECTION);
+        let reals = [[3.0f32, 3.5, 4.25], [3.0, 100.75, 0.5], [0.0, 0.0, 0.0]];
+        let (mut a, mut b) = (input(3), input(3));
+        rope_apply(&mut a, 2, RopePositions::Real(&reals), &table).unwrap();
+        rope_mrope_real_slow(&mut b, 2, 16, &reals, 1000.0, SECTION);
+        let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(d < TOL, "max |Δ| {d}");
+        // A half-cell shift changes the result (the positions are really used).
+        let mut c = input(3);
+        rope_apply(&mut c, 2, RopePositions::Real(&[[3.0, 3.0, 4.25], reals[1], reals[2]]), &table).unwrap();
+        assert_ne!(a[..32], c[..32]);
+    }
+
+    #[test]
+    fn bad_real_positions_are_errors() {
+        let table = RopeTable::with_mrope(16, 1000.0, 8, SECTION);
+        let mut x = input(1);
+        assert!(rope_apply(&mut x, 2, RopePositions::Real(&[[f32::NAN, 0.0, 0.0]]), &table).is_err());
+        assert!(rope_apply(&mut x, 2, RopePositions::Real(&[[0.0; 3], [0.0; 3]]), &table).is_err());
+        let flat = RopeTable::new(16, 1000.0, 8);
+        assert!(rope_apply(&mut x, 2, RopePositions::Real(&[[0.0; 3]]), &flat).is_err());
     }
 }
