@@ -5,6 +5,7 @@
 //! (`pool.rs`).
 
 pub mod generator;
+pub mod next_codec;
 pub mod pool;
 pub mod prefill;
 pub mod runner;

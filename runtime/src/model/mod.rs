@@ -3,6 +3,7 @@
 //! (`load.rs`, `moe.rs`, every spelling in `names.rs`), elastic sub-model selection
 //! (`elastic.rs`), and the decoder's GPU mirror (`cuda/`, a stub without the `cuda` feature).
 
+pub mod audio_lm;
 pub mod decoder;
 pub mod elastic;
 pub mod load;
