@@ -66,11 +66,13 @@ fn seeded_sampling_is_reproducible() {
     let engine = Engine::load(&fixture(FIXTURE)).unwrap();
     let prompt = chat("Read the weather report.");
     let run = |seed| {
-        let sampling = SamplingParams { temperature: 1.0, top_k: 8, top_p: 0.95, seed };
+        // A high temperature: the fixture's heads are sharp (their norms scale logits ~5×).
+        let sampling = SamplingParams { temperature: 8.0, top_k: 12, top_p: 0.98, seed };
         engine.generate_audio_codes(&prompt, &AudioGenOptions { sampling, max_frames: 6, uniforms: None }).unwrap()
     };
     let (a, b) = (run(7), run(7));
     assert_eq!(a.codes, b.codes);
+    eprintln!("sampled codes (seed 7): {:?}", a.codes);
     assert!(a.codes.iter().flatten().all(|&c| c < 16));
     let others: Vec<_> = (8..12).map(|s| run(s).codes).collect();
     assert!(others.iter().any(|c| c != &a.codes), "the seed must matter");
