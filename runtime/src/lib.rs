@@ -46,6 +46,7 @@ pub use model::elastic::{ElasticOptions, ExpertSpec, LayerSpec};
 pub use config::{MlpKind, ModelConfig, ModelType, MoeConfig, TextConfig, VlConfig};
 pub use model::{Logits, Transformer};
 pub use nn::kv_cache::KvCache;
+pub use infer::next_codec::{AudioCodes, AudioGenOptions};
 pub use tensor::{DType, Tensor};
 pub use weights::Weights;
 pub use tools::demo::{default_cache_dir, ensure_demo_checkpoint, DEMO_NAME};

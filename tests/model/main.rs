@@ -14,3 +14,4 @@ mod vl_robustness;
 mod elastic_mtp;
 mod embed;
 mod nfsp;
+mod audio_ncp;

@@ -4,6 +4,7 @@
 //! `mod.rs` (loading, tokenizer, prompts), `text.rs` (device, generation, speculative decoding),
 //! `media.rs` (images and video), `embed.rs` (embeddings).
 
+mod audio;
 mod embed;
 mod image;
 mod media;
@@ -18,6 +19,7 @@ pub use media::{stream_config_for, MediaInput, VlParts};
 
 use crate::config::{generation_eos_ids, ModelConfig};
 use crate::infer::{Runner, Session};
+use crate::model::audio_lm::{load_ernie5_with_audio, AudioLm};
 use crate::model::cuda::CudaModel;
 use crate::model::decoder::Transformer;
 use crate::model::elastic::ElasticOptions;
@@ -46,6 +48,8 @@ pub struct Engine {
     dir: PathBuf,
     /// GPU copy of `model` after [`Engine::to_device`] (`text.rs`); requests then run there.
     gpu: Option<CudaModel>,
+    /// Audio level embeddings and NCP heads of an `ernie5` checkpoint (`audio.rs`).
+    audio: Option<AudioLm>,
 }
 
 impl Engine {
@@ -64,7 +68,10 @@ impl Engine {
         }
         // config.json is read once (it may be a pipe that a deployment fills late).
         let config = ModelConfig::from_dir(dir)?;
-        let (model, vision) = crate::model::load(dir, &config, elastic)?;
+        let (model, vision, audio) = match &config {
+            ModelConfig::Ernie5(c) => load_ernie5_with_audio(dir, c, elastic).map(|(m, a)| (m, None, a))?,
+            _ => crate::model::load(dir, &config, elastic).map(|(m, v)| (m, v, None))?,
+        };
         let vl = vision.map(|v| VlParts::load(dir, v)).transpose()?;
         let tokenizer = if dir.join("tokenizer.json").exists() { Some(TextTokenizer::from_dir(dir)?) } else { None };
         let mut eos_ids = generation_eos_ids(dir)?.unwrap_or_else(|| model.cfg.eos_token_id.clone());
@@ -75,7 +82,7 @@ impl Engine {
                 }
             }
         }
-        Ok(Engine { model, vl, tokenizer, eos_ids, dir: dir.to_path_buf(), gpu: None })
+        Ok(Engine { model, vl, tokenizer, eos_ids, dir: dir.to_path_buf(), gpu: None, audio })
     }
 
     /// The text tokenizer. Errors when the checkpoint has no tokenizer.json.

@@ -6,6 +6,7 @@
 
 pub mod generator;
 pub mod next_scale;
+pub mod next_codec;
 pub mod pool;
 pub mod prefill;
 pub mod runner;

@@ -280,6 +280,41 @@ impl Transformer {
         self.head(rows)
     }
 
+    /// Runs the kept layers `self.layers[layers]` over `x` (`[t, h]`, in place) at cache slots
+    /// `cache.len()..` and rotary positions `pos`, writing those layers' K/V rows without
+    /// advancing the cache: a pass split across calls (NCP runs layers 0..a−1, then one layer per
+    /// level with the level's code embedding added between them, spec `ernie5-generation.md`
+    /// §5.3) ends with [`Transformer::commit_rows`]. No final norm.
+    ///
+    /// Errors: [`Error::Request`] for a layer range outside the kept layers or a full cache;
+    /// [`Error::ShapeMismatch`] for `x` not `[t > 0, h]`; RoPE position errors.
+    pub fn forward_layers(&self, x: &mut [f32], cache: &mut KvCache, layers: std::ops::Range<usize>, pos: RopePositions<'_>) -> Result<()> {
+        let (h, eps) = (self.cfg.hidden_size, self.cfg.rms_norm_eps);
+        let t = x.len() / h;
+        if t == 0 || x.len() % h != 0 {
+            return Err(Error::ShapeMismatch { op: "Transformer::forward_layers", expected: format!("[t > 0, {h}]"), got: x.len().to_string() });
+        }
+        let Some(run) = self.layers.get(layers.clone()) else {
+            return Err(Error::Request(format!("layers {layers:?} are outside the model's {} kept layers", self.layers.len())));
+        };
+        cache.check_room(t)?;
+        let (kv_layers, rope, slot) = cache.parts();
+        let rows = Rows { slot, pos, groups: None };
+        for layer in run {
+            layer.forward(x, &mut kv_layers[layer.index], rope, rows, eps, None)?;
+        }
+        Ok(())
+    }
+
+    /// Marks `t` rows written by [`Transformer::forward_layers`] as filled.
+    ///
+    /// Errors: [`Error::Request`] when they do not fit the cache.
+    pub fn commit_rows(&self, cache: &mut KvCache, t: usize) -> Result<()> {
+        cache.check_room(t)?;
+        cache.advance(t);
+        Ok(())
+    }
+
     /// The LM head: `[rows, h]` → `[rows, v]` logits.
     pub fn head(&self, rows: &[f32]) -> Result<Vec<f32>> {
         self.lm_head.forward(rows) // [rows, v]

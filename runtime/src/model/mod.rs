@@ -4,6 +4,7 @@
 //! (`elastic.rs`), and the decoder's GPU mirror (`cuda/`, a stub without the `cuda` feature).
 
 pub mod audio_codec;
+pub mod audio_lm;
 pub mod decoder;
 pub mod elastic;
 pub mod load;

@@ -1,0 +1,106 @@
+//! The audio half of [`Engine`] on codec codes (spec `ernie5-generation.md` §5.2-5.3): text →
+//! codes by next-codec prediction, and codes as a prompt's audio input (understanding). Codes are
+//! `[Q][frames]`; the codec (`model/audio_codec/`) turns PCM into codes and back.
+//!
+//! ```no_run
+//! # use ernie_runtime::{Engine, Prompt, GenerateRequest};
+//! # use ernie_runtime::infer::next_codec::AudioGenOptions;
+//! # fn main() -> ernie_runtime::Result<()> {
+//! let engine = Engine::load(std::path::Path::new("ernie5-checkpoint"))?;
+//! let msg = tokenizers_mm::ChatMessage { role: "user".into(), content: "Say hello.".into() };
+//! let out = engine.generate_audio_codes(&Prompt::Chat(vec![msg]), &AudioGenOptions::default())?;
+//! let caption = engine.caption_audio_codes(&out.codes, "What is said?", &GenerateRequest { sampling: Default::default(), max_new_tokens: 32 })?;
+//! # Ok(()) }
+//! ```
+
+use super::{Engine, Prompt};
+use crate::error::unsupported;
+use crate::infer::next_codec::{generate_codes, prefill_with_audio, AudioCodes, AudioGenOptions};
+use crate::infer::{DeviceCache, GenerateRequest, Generation, Generator, Runner};
+use crate::model::audio_lm::{check_codes, AudioLm};
+use crate::model::decoder::Logits;
+use crate::{Error, Result};
+
+/// Text before a prompt's first clip: the ERNIE chat format with tokenizers-mm's media label.
+const AUDIO_PROMPT_HEAD: &str = "<|begin_of_sentence|>User: Audio 1:";
+/// Text after the question: the generation prompt.
+const AUDIO_PROMPT_TAIL: &str = "\nAssistant: ";
+
+impl Engine {
+    /// The audio parts; [`Error::Request`] naming what is missing.
+    pub fn audio(&self) -> Result<&AudioLm> {
+        self.audio.as_ref().ok_or_else(|| {
+            Error::Request(format!(
+                "{} has no audio parts (an `audio` section in config.json and audio.embed_tokens): it cannot take in or generate audio",
+                self.dir().display()
+            ))
+        })
+    }
+
+    /// The id of the token named `token` (`<|BOA|>` / `<|EOA|>`), or an error naming it.
+    fn audio_token(&self, token: &str) -> Result<u32> {
+        self.tokenizer()?
+            .token_id(token)
+            .ok_or_else(|| Error::Request(format!("the tokenizer has no {token} token (audio section of config.json)")))
+    }
+
+    /// Generates audio codes `[Q][frames]` for `prompt` (chat messages go through the chat
+    /// template) followed by `<|BOA|>` (spec §5.3; [`generate_codes`]).
+    pub fn generate_audio_codes(&self, prompt: &Prompt, opts: &AudioGenOptions) -> Result<AudioCodes> {
+        self.generate_audio_codes_with(prompt, opts, &mut |_, _| {})
+    }
+
+    /// [`Engine::generate_audio_codes`], handing each frame's codes (`[Q]`) to `on_frame` as it
+    /// is sampled (a streaming codec decoder plays them).
+    ///
+    /// Errors: no audio parts or heads; [`Error::Unsupported`] on a CUDA engine (NCP runs on the
+    /// CPU); prompt and option errors of [`generate_codes`].
+    pub fn generate_audio_codes_with(&self, prompt: &Prompt, opts: &AudioGenOptions, on_frame: &mut dyn FnMut(usize, &[u32])) -> Result<AudioCodes> {
+        let audio = self.audio()?;
+        audio.heads()?;
+        let Runner::Cpu(model) = self.runner() else {
+            return Err(unsupported("audio generation on a CUDA device", "run it on the cpu device"));
+        };
+        let ids = self.encode_prompt(prompt)?;
+        let boa = self.audio_token(&audio.cfg.boa_token)?;
+        generate_codes(model, audio, &ids, boa, opts, on_frame)
+    }
+
+    /// The token ids of an audio question (spec §5.2), and the row of the first frame:
+    /// `<|begin_of_sentence|>User: Audio 1:<|BOA|>` + one row per frame + `<|EOA|>` + `text` +
+    /// `"\nAssistant: "` (the frame rows hold a filler id; [`Engine::caption_audio_codes`]
+    /// replaces their embeddings). `text` never becomes special tokens.
+    pub fn audio_prompt_ids(&self, frames: usize, text: &str) -> Result<(Vec<u32>, usize)> {
+        let audio = self.audio()?;
+        let tok = self.tokenizer()?;
+        let (boa, eoa) = (self.audio_token(&audio.cfg.boa_token)?, self.audio_token(&audio.cfg.eoa_token)?);
+        let mut ids = tok.encode_with_specials(AUDIO_PROMPT_HEAD)?;
+        ids.push(boa);
+        let start = ids.len();
+        ids.extend(std::iter::repeat_n(0u32, frames));
+        ids.push(eoa);
+        ids.extend(tok.encode_plain(&format!("{text}{AUDIO_PROMPT_TAIL}"))?);
+        Ok((ids, start))
+    }
+
+    /// Answers `text` about an audio clip given as codes `[Q][frames]` (audio understanding:
+    /// [`Engine::audio_prompt_ids`], [`prefill_with_audio`], then text decoding as captioning).
+    ///
+    /// Errors: no audio parts; [`Error::Request`] for codes with the wrong level count, unequal
+    /// levels, no frames or a code `>= V`; [`Error::Unsupported`] on a CUDA engine; generation
+    /// errors.
+    pub fn caption_audio_codes(&self, codes: &[Vec<u32>], text: &str, req: &GenerateRequest) -> Result<Generation> {
+        self.start_audio_caption(codes, text, req)?.run(&mut |_| {}, &|| false)
+    }
+
+    /// [`Engine::caption_audio_codes`] as a step-wise [`Generator`].
+    pub fn start_audio_caption<'e>(&'e self, codes: &[Vec<u32>], text: &str, req: &GenerateRequest) -> Result<Generator<'e>> {
+        let audio = self.audio()?;
+        let frames = check_codes(codes, audio.num_levels(), audio.codebook_size())?;
+        let (ids, start) = self.audio_prompt_ids(frames, text)?;
+        Generator::start(self.session(), ids.len(), req, &mut |runner, cache| match (runner, cache) {
+            (Runner::Cpu(m), DeviceCache::Cpu(c)) => prefill_with_audio(m, audio, &ids, &[(start, codes)], c, Logits::Last),
+            _ => Err(unsupported("audio input on a CUDA device", "run it on the cpu device")),
+        })
+    }
+}
