@@ -299,7 +299,7 @@ impl Transformer {
         };
         cache.check_room(t)?;
         let (kv_layers, rope, slot) = cache.parts();
-        let rows = Rows { slot, pos, groups: None };
+        let rows = Rows { slot, pos, groups: None, mask: Mask::Causal };
         for layer in run {
             layer.forward(x, &mut kv_layers[layer.index], rope, rows, eps, None)?;
         }
