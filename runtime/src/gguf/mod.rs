@@ -48,34 +48,107 @@ pub mod limits {
 /// What is wrong with a GGUF file. Offsets are byte positions in the file.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GgufError {
+    /// The first four bytes are not `GGUF`; holds the little-endian u32 found instead.
     #[error("not a GGUF file (magic {0:#010x})")]
     BadMagic(u32),
+    /// The header's version is not 3; holds the version found.
     #[error("GGUF version {0} is not supported (only 3)")]
     UnsupportedVersion(u32),
     #[error("truncated: {what} at offset {at} needs {need} bytes, {left} left")]
-    Truncated { what: &'static str, at: usize, need: u64, left: usize },
+    /// The file ends before a field (or the items a count promises) could be read.
+    Truncated {
+        /// The field being read, e.g. `"tensor name"`.
+        what: &'static str,
+        /// Byte offset where the read started.
+        at: usize,
+        /// Bytes the read needs.
+        need: u64,
+        /// Bytes left in the file after `at`.
+        left: usize,
+    },
     #[error("{what} count {count} exceeds the limit {limit}")]
-    TooMany { what: &'static str, count: u64, limit: u64 },
+    /// A count or string length exceeds its limit in [`limits`].
+    TooMany {
+        /// What was counted, e.g. `"tensor"` or `"string length"`.
+        what: &'static str,
+        /// The count as stored in the file.
+        count: u64,
+        /// The largest count accepted.
+        limit: u64,
+    },
     #[error("string at offset {at} is not valid UTF-8")]
-    BadUtf8 { at: usize },
+    /// A string (metadata key or value, tensor name) is not valid UTF-8.
+    BadUtf8 {
+        /// Byte offset of the string's 8-byte length prefix.
+        at: usize,
+    },
     #[error("metadata {key:?}: unknown value type {code}")]
-    BadValueType { key: String, code: u32 },
+    /// A metadata value (or array element) type code is not a known `gguf_type` (0..=12).
+    BadValueType {
+        /// The metadata key whose value has the bad type.
+        key: String,
+        /// The type code found.
+        code: u32,
+    },
     #[error("metadata {key:?}: arrays nested deeper than {}", limits::MAX_DEPTH)]
-    TooDeep { key: String },
+    /// Arrays nested deeper than [`limits::MAX_DEPTH`].
+    TooDeep {
+        /// The metadata key holding the nested array.
+        key: String,
+    },
+    /// A metadata key appears twice; holds the key.
     #[error("metadata key {0:?} appears twice")]
     DuplicateKey(String),
+    /// `general.alignment` is not a U32 power of two ≤ [`limits::MAX_ALIGNMENT`]; holds a
+    /// description of the value found.
     #[error("general.alignment: {0}")]
     BadAlignment(String),
+    /// A tensor name appears twice; holds the name.
     #[error("tensor {0:?} appears twice")]
     DuplicateTensor(String),
     #[error("tensor {name:?}: unknown ggml type {code}")]
-    BadTensorType { name: String, code: u32 },
+    /// A tensor's ggml type code is not one [`GgmlType::layout`] knows.
+    BadTensorType {
+        /// The tensor's name.
+        name: String,
+        /// The ggml type code found.
+        code: u32,
+    },
     #[error("tensor {name:?}: bad dimensions {dims:?}: {reason}")]
-    BadDims { name: String, dims: Vec<u64>, reason: &'static str },
+    /// A tensor's dimensions are unusable: not 1..=4 of them, one exceeds `i64::MAX`, `ne[0]` is
+    /// not a whole number of blocks, or the byte size overflows.
+    BadDims {
+        /// The tensor's name.
+        name: String,
+        /// The dimensions in ggml order (empty when their count was out of range).
+        dims: Vec<u64>,
+        /// Which check failed.
+        reason: &'static str,
+    },
     #[error("tensor {name:?}: offset {offset} is not a multiple of the alignment {alignment}")]
-    Misaligned { name: String, offset: u64, alignment: usize },
+    /// A tensor's data offset is not a multiple of the file's alignment.
+    Misaligned {
+        /// The tensor's name.
+        name: String,
+        /// Offset from the start of the data section, as stored.
+        offset: u64,
+        /// The file's alignment in bytes.
+        alignment: usize,
+    },
     #[error("tensor {name:?}: bytes {start}..{end} lie past the end of the file ({len} bytes)")]
-    PastEnd { name: String, start: u64, end: u64, len: usize },
+    /// A tensor's data extends past the end of the file.
+    PastEnd {
+        /// The tensor's name.
+        name: String,
+        /// Absolute start byte of the data (`u64::MAX` if it overflowed).
+        start: u64,
+        /// Absolute end byte, exclusive (`u64::MAX` if it overflowed).
+        end: u64,
+        /// The file's length in bytes.
+        len: usize,
+    },
+    /// [`GgufWriter`] misuse (bad alignment, array element of the wrong type, call out of
+    /// order); holds the message.
     #[error("writer: {0}")]
     Write(String),
 }
@@ -84,22 +157,36 @@ pub enum GgufError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum ValueType {
+    /// GGUF_TYPE_UINT8: one byte.
     U8 = 0,
+    /// GGUF_TYPE_INT8: one byte.
     I8 = 1,
+    /// GGUF_TYPE_UINT16: two bytes, little-endian.
     U16 = 2,
+    /// GGUF_TYPE_INT16: two bytes, little-endian.
     I16 = 3,
+    /// GGUF_TYPE_UINT32: four bytes, little-endian.
     U32 = 4,
+    /// GGUF_TYPE_INT32: four bytes, little-endian.
     I32 = 5,
+    /// GGUF_TYPE_FLOAT32: four bytes, IEEE 754 little-endian.
     F32 = 6,
+    /// GGUF_TYPE_BOOL: one byte, nonzero is true.
     Bool = 7,
+    /// GGUF_TYPE_STRING: a u64 byte length, then that many UTF-8 bytes.
     String = 8,
+    /// GGUF_TYPE_ARRAY: a u32 element type, a u64 count, then the elements.
     Array = 9,
+    /// GGUF_TYPE_UINT64: eight bytes, little-endian.
     U64 = 10,
+    /// GGUF_TYPE_INT64: eight bytes, little-endian.
     I64 = 11,
+    /// GGUF_TYPE_FLOAT64: eight bytes, IEEE 754 little-endian.
     F64 = 12,
 }
 
 impl ValueType {
+    /// The type for a `gguf_type` code; `None` for codes above 12.
     pub fn from_code(code: u32) -> Option<ValueType> {
         use ValueType::*;
         Some(match code {
@@ -137,23 +224,41 @@ impl ValueType {
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// A GGUF_TYPE_UINT8.
     U8(u8),
+    /// A GGUF_TYPE_INT8.
     I8(i8),
+    /// A GGUF_TYPE_UINT16.
     U16(u16),
+    /// A GGUF_TYPE_INT16.
     I16(i16),
+    /// A GGUF_TYPE_UINT32.
     U32(u32),
+    /// A GGUF_TYPE_INT32.
     I32(i32),
+    /// A GGUF_TYPE_FLOAT32.
     F32(f32),
+    /// A GGUF_TYPE_BOOL.
     Bool(bool),
+    /// A GGUF_TYPE_STRING.
     String(String),
-    /// Elements all of `elem` type (kept so an empty array round-trips).
-    Array { elem: ValueType, items: Vec<Value> },
+    /// A GGUF_TYPE_ARRAY: elements all of `elem` type (kept so an empty array round-trips).
+    Array {
+        /// The element type (GGUF_TYPE_ARRAY's stored element type).
+        elem: ValueType,
+        /// The elements, each of type `elem`.
+        items: Vec<Value>,
+    },
+    /// A GGUF_TYPE_UINT64.
     U64(u64),
+    /// A GGUF_TYPE_INT64.
     I64(i64),
+    /// A GGUF_TYPE_FLOAT64.
     F64(f64),
 }
 
 impl Value {
+    /// This value's [`ValueType`] (the code written before it in the file).
     pub fn value_type(&self) -> ValueType {
         match self {
             Value::U8(_) => ValueType::U8,
@@ -196,6 +301,7 @@ impl Value {
         }
     }
 
+    /// The text of a String value; `None` for any other type.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
@@ -209,11 +315,17 @@ impl Value {
 pub struct GgmlType(pub u32);
 
 impl GgmlType {
+    /// GGML_TYPE_F32: 32-bit float, four bytes per element.
     pub const F32: GgmlType = GgmlType(0);
+    /// GGML_TYPE_F16: IEEE half, two bytes per element.
     pub const F16: GgmlType = GgmlType(1);
+    /// GGML_TYPE_Q8_0: blocks of 32 elements in 34 bytes (f16 scale, 32 i8).
     pub const Q8_0: GgmlType = GgmlType(8);
+    /// GGML_TYPE_Q4_K: super-blocks of 256 elements in 144 bytes (4.5 bits per weight).
     pub const Q4_K: GgmlType = GgmlType(12);
+    /// GGML_TYPE_Q6_K: super-blocks of 256 elements in 210 bytes (6.5625 bits per weight).
     pub const Q6_K: GgmlType = GgmlType(14);
+    /// GGML_TYPE_BF16: bfloat16, two bytes per element.
     pub const BF16: GgmlType = GgmlType(30);
 
     /// `(name, elements per block, bytes per block)` from ggml's type traits (gguf-py's

@@ -16,14 +16,17 @@ use crate::{Error, Result};
 /// One tensor's entry in the file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorInfo {
+    /// The tensor's name, e.g. `blk.0.attn_q.weight`.
     pub name: String,
     /// Dimensions in ggml order (fastest first): a PyTorch `[n, k]` weight is `[k, n]`.
     pub dims: Vec<u64>,
+    /// The element/block type of the data.
     pub ggml_type: GgmlType,
     /// Offset from the start of the data section, as stored.
     pub offset: u64,
-    /// Absolute byte range in the file.
+    /// Absolute byte offset of the data in the file (data section offset + `offset`).
     pub start: usize,
+    /// Size of the data in bytes (without alignment padding); the range is `start..start + nbytes`.
     pub nbytes: usize,
 }
 
@@ -68,10 +71,12 @@ impl Gguf {
         Ok(Gguf { path: path.to_path_buf(), map: Arc::new(map), parsed })
     }
 
+    /// The GGUF version from the header (always 3).
     pub fn version(&self) -> u32 {
         self.parsed.version
     }
 
+    /// Tensor data alignment in bytes: `general.alignment`, or 32 when absent.
     pub fn alignment(&self) -> usize {
         self.parsed.alignment
     }
@@ -86,6 +91,7 @@ impl Gguf {
         &self.parsed.metadata
     }
 
+    /// The metadata value under `key`; `None` if absent.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.parsed.by_key.get(key).map(|&i| &self.parsed.metadata[i].1)
     }
@@ -95,6 +101,7 @@ impl Gguf {
         &self.parsed.tensors
     }
 
+    /// The info of the tensor called `name`; `None` if absent.
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
         self.parsed.by_name.get(name).map(|&i| &self.parsed.tensors[i])
     }
@@ -135,6 +142,7 @@ impl Gguf {
         QWeight::from_mmap(qtype, n as usize, k as usize, self.map.clone(), t.start)
     }
 
+    /// The path the file was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }

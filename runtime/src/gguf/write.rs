@@ -33,11 +33,14 @@ fn pad(n: u64, a: usize) -> u64 {
 }
 
 impl GgufWriter {
+    /// An empty writer: no metadata, no tensors, alignment 32.
     pub fn new() -> GgufWriter {
         GgufWriter { alignment: DEFAULT_ALIGNMENT, metadata: vec![], tensors: vec![], data_size: 0, next: 0, header_written: false }
     }
 
     /// Sets `general.alignment` (a power of two); call before adding tensors.
+    ///
+    /// Errors: [`GgufError::Write`] if it is not a power of two ≤ 2^20 or a tensor was added.
     pub fn set_alignment(&mut self, alignment: u32) -> Result<(), GgufError> {
         if !alignment.is_power_of_two() || alignment > limits::MAX_ALIGNMENT || !self.tensors.is_empty() {
             return Err(werr(format!("alignment {alignment}: need a power of two ≤ 2^20, set before any tensor")));
@@ -49,6 +52,9 @@ impl GgufWriter {
     }
 
     /// Adds one key/value (keys must be unique; arrays must hold only their `elem` type).
+    ///
+    /// Errors: [`GgufError::DuplicateKey`], [`GgufError::TooDeep`], or [`GgufError::Write`] for a
+    /// mistyped array element or a bad `general.alignment`.
     pub fn add_metadata(&mut self, key: &str, value: Value) -> Result<(), GgufError> {
         if self.metadata.iter().any(|(k, _)| k == key) {
             return Err(GgufError::DuplicateKey(key.to_string()));
@@ -65,7 +71,10 @@ impl GgufWriter {
     }
 
     /// Declares a tensor: `dims` in ggml order (fastest first), its data written later by
-    /// [`GgufWriter::write_tensor_data`]. Returns its size in bytes.
+    /// [`GgufWriter::write_tensor_data`]. Returns its size in bytes (without padding).
+    ///
+    /// Errors: [`GgufError::Write`] after `write_header`, [`GgufError::DuplicateTensor`], or
+    /// [`GgufError::BadDims`] for 0 or more than 4 dims, an unknown type, or partial blocks.
     pub fn add_tensor(&mut self, name: &str, dims: &[u64], ggml_type: GgmlType) -> Result<u64, GgufError> {
         if self.header_written {
             return Err(werr("add_tensor after write_header"));
@@ -85,7 +94,8 @@ impl GgufWriter {
         Ok(nbytes)
     }
 
-    /// Writes header, metadata, tensor infos and the padding up to the data section.
+    /// Writes header, metadata, tensor infos and the padding up to the data section. Returns the
+    /// bytes written, i.e. the data section's offset.
     pub fn write_header<W: Write>(&mut self, w: &mut W) -> std::io::Result<u64> {
         let mut b = Vec::new();
         b.extend_from_slice(&MAGIC.to_le_bytes());
@@ -114,6 +124,8 @@ impl GgufWriter {
     }
 
     /// Writes the next tensor's bytes (exactly its size) and the padding after it.
+    ///
+    /// Errors: `InvalidInput` before `write_header`, past the last tensor, or on a size mismatch.
     pub fn write_tensor_data<W: Write>(&mut self, w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
         let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
         if !self.header_written {
