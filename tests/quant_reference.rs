@@ -230,12 +230,12 @@ fn gguf_written_by_gguf_py_reads_back_exactly() {
     assert_eq!(f.tensor("t.bf16").unwrap().to_f32_vec(), vec![-1.0, -0.5, 0.0, 0.5, 1.0, 1.5]);
     let info = f.tensor_info("blk.0.ffn_down_exps.weight").unwrap();
     assert_eq!(info.ggml_type, GgmlType::Q4_K);
-    let q = f.qweight("blk.0.ffn_down_exps.weight").unwrap();
+    let q = QWeight::from_gguf(&f, "blk.0.ffn_down_exps.weight").unwrap();
     assert_eq!(q.dims(), (2, 512));
     let g = Goldens::load();
     let (deq, _) = f32s(&g.get(), "deq.q4_K");
     assert_eq!(q.dequantize(), deq[..2 * 512]);
-    assert!(f.qweight("t.f32").is_err(), "an f32 tensor is not a QWeight");
+    assert!(QWeight::from_gguf(&f, "t.f32").is_err(), "an f32 tensor is not a QWeight");
     assert!(f.tensor("blk.0.ffn_down_exps.weight").is_err(), "a Q4_K tensor is not a Tensor");
     assert!(f.tensor("nope").is_err());
 }

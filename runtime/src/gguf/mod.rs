@@ -15,7 +15,7 @@
 mod read;
 mod write;
 
-pub use read::{Gguf, TensorInfo};
+pub use read::{Gguf, MappedMatrix, TensorInfo};
 pub use write::GgufWriter;
 
 use std::fmt;

@@ -9,9 +9,23 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use super::{limits, GgmlType, GgufError, Value, ValueType, DEFAULT_ALIGNMENT, MAGIC, MAX_DIMS, VERSION};
-use crate::ops::quant::{QType, QWeight};
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
+
+/// A 2-D tensor's bytes inside the file's mapping (see [`Gguf::matrix`]).
+#[derive(Clone, Debug)]
+pub struct MappedMatrix {
+    /// Its ggml type.
+    pub ggml_type: GgmlType,
+    /// Rows n (PyTorch's first dimension, ggml's second).
+    pub rows: usize,
+    /// Columns k (the contiguous dimension).
+    pub cols: usize,
+    /// The whole file's mapping.
+    pub map: Arc<Mmap>,
+    /// Byte offset of the tensor's data in `map`.
+    pub start: usize,
+}
 
 /// One tensor's entry in the file.
 #[derive(Clone, Debug, PartialEq)]
@@ -129,17 +143,18 @@ impl Gguf {
         Ok(Tensor::from_mmap(&self.map, t.start, dtype, t.shape()))
     }
 
-    /// A 2-D Q8_0 / Q4_K / Q6_K tensor (ggml dims `[k, n]`) as a [`QWeight`] `[n, k]` view.
+    /// A 2-D tensor's raw bytes as a shared view of the mapping: its ggml type, its PyTorch shape
+    /// `[n, k]` (ggml stores `[k, n]`), the map and the byte offset of its data. The quantised
+    /// weight type builds on this (`ops::quant::QWeight::from_gguf`): this base-layer reader knows
+    /// only bytes and sizes, never the kernels.
     ///
-    /// Errors: [`Error::TensorSet`] if absent, [`Error::TensorDtype`] for another type,
-    /// [`Error::TensorShape`] unless it is 2-D.
-    pub fn qweight(&self, name: &str) -> Result<QWeight> {
+    /// Errors: [`Error::TensorSet`] if absent, [`Error::TensorShape`] unless it is 2-D.
+    pub fn matrix(&self, name: &str) -> Result<MappedMatrix> {
         let t = self.info(name)?;
-        let qtype = QType::from_ggml_type(t.ggml_type.0).ok_or_else(|| dtype_err(name, "Q8_0, Q4_K, Q6_K", t.ggml_type))?;
         let [k, n] = t.dims[..] else {
             return Err(Error::TensorShape { name: name.to_string(), expected: vec![0, 0], got: t.shape() });
         };
-        QWeight::from_mmap(qtype, n as usize, k as usize, self.map.clone(), t.start)
+        Ok(MappedMatrix { ggml_type: t.ggml_type, rows: n as usize, cols: k as usize, map: self.map.clone(), start: t.start })
     }
 
     /// The path the file was opened from.

@@ -32,6 +32,7 @@ pub use blocks::{
 pub use dot::{dot_q4_k_q8_k_scalar, dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_scalar, Path, Q8_0_SUM_ULPS};
 pub use matmul::{qmatmul_xwt, qmatmul_xwt_on, qmatmul_xwt_slow, qmatmul_xwt_with, QScratch};
 
+use crate::gguf::Gguf;
 use crate::tensor::{Elems, Tensor};
 use crate::{Error, Result};
 
@@ -181,6 +182,20 @@ impl QWeight {
         Ok(QWeight { qtype, rows, cols, data: QBytes::Mapped { map, start, len } })
     }
 
+    /// A 2-D Q8_0 / Q4_K / Q6_K tensor of a GGUF file as a `[n, k]` view of its mapping, no copy.
+    ///
+    /// Errors: those of [`Gguf::matrix`], [`Error::TensorDtype`] for another ggml type, and those
+    /// of [`QWeight::from_mmap`].
+    pub fn from_gguf(file: &Gguf, name: &str) -> Result<QWeight> {
+        let m = file.matrix(name)?;
+        let qtype = QType::from_ggml_type(m.ggml_type.0).ok_or_else(|| Error::TensorDtype {
+            name: name.to_string(),
+            expected: "Q8_0, Q4_K, Q6_K".to_string(),
+            got: m.ggml_type.to_string(),
+        })?;
+        QWeight::from_mmap(qtype, m.rows, m.cols, m.map, m.start)
+    }
+
     /// Quantises a 2-D f32/bf16/f16 weight `[rows, cols]` with ggml's reference quantizer, one row
     /// at a time in parallel (memory: the output plus one f32 row per thread).
     ///
@@ -214,6 +229,7 @@ impl QWeight {
         QWeight::quantize(&Tensor::from_f32(w.to_vec(), vec![rows, cols])?, qtype)
     }
 
+    /// The block format.
     pub fn qtype(&self) -> QType {
         self.qtype
     }
