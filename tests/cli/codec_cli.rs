@@ -104,6 +104,50 @@ fn encode_reproduces_the_golden_codes() {
     assert_eq!(u32s(&v["codes"][2]), golden_codes("short.codes")[2]);
 }
 
+/// A 16-bit PCM WAV with `channels` interleaved channels at `rate`.
+fn write_pcm16(path: &Path, rate: u32, channels: u16, frames: &[Vec<i16>]) {
+    let data = (frames.len() * channels as usize * 2) as u32;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&channels.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * u32::from(channels) * 2).to_le_bytes());
+    b.extend_from_slice(&(channels * 2).to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data.to_le_bytes());
+    frames.iter().flatten().for_each(|v| b.extend_from_slice(&v.to_le_bytes()));
+    std::fs::write(path, b).unwrap();
+}
+
+fn encode_codes(path: &Path) -> Vec<Vec<u32>> {
+    let out = ok(&["codec", "encode", "--codec", s(&mimi()), "--audio", s(path)]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["codes"].as_array().unwrap().iter().map(u32s).collect()
+}
+
+#[test]
+fn stereo_and_other_rates_are_downmixed_and_resampled() {
+    let dir = tempdir();
+    let (pcm, _) = golden("short.pcm");
+    let q: Vec<i16> = pcm.iter().map(|v| (v.clamp(-1.0, 1.0) * 32767.0).round() as i16).collect();
+    write_pcm16(&dir.path().join("mono.wav"), 24000, 1, &q.iter().map(|&v| vec![v]).collect::<Vec<_>>());
+    write_pcm16(&dir.path().join("stereo.wav"), 24000, 2, &q.iter().map(|&v| vec![v, v]).collect::<Vec<_>>());
+    // Equal channels: the mean is the channel itself, so the codes are the mono file's.
+    let mono = encode_codes(&dir.path().join("mono.wav"));
+    assert_eq!(mono.len(), 8, "all levels by default");
+    assert_eq!(encode_codes(&dir.path().join("stereo.wav")), mono);
+    // 16 kHz: resampled to 24 kHz, so the frame count follows the resampled length.
+    let n16 = pcm.len() * 2 / 3;
+    write_pcm16(&dir.path().join("16k.wav"), 16000, 1, &q[..n16].iter().map(|&v| vec![v]).collect::<Vec<_>>());
+    let c16 = encode_codes(&dir.path().join("16k.wav"));
+    assert_eq!(c16[0].len(), (n16 * 3 / 2).div_ceil(1920));
+}
+
 #[test]
 fn decode_matches_the_golden_audio_and_round_trips() {
     let dir = tempdir();
