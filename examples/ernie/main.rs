@@ -3,6 +3,7 @@
 
 mod args;
 mod caption;
+mod codec;
 mod generate;
 mod inspect;
 mod serve;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Caption images and videos with an ERNIE-4.5-VL checkpoint (or the built-in demo one).
     Caption(caption::Args),
+    /// Audio ↔ Mimi codes (encode / decode WAV), latents and BSQ bits → PNG.
+    Codec(codec::Args),
     /// Generate text from a prompt with a text checkpoint (dense or MoE).
     Generate(generate::Args),
     /// Serve the OpenAI-compatible HTTP API (embeddings, chat completions) on loopback.
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Caption(args) => caption::run(args),
+        Command::Codec(args) => codec::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Inspect(args) => inspect::run(args),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Record the Mimi audio-codec goldens for `tests/audio_codec.rs` (issue 14, the codec part).
+"""Record the Mimi audio-codec goldens for `tests/model/audio_codec.rs` (issue 14, the codec part).
 
 Run from the repository root with the reference venv:
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Reference fixtures for the image decoder (runtime/src/model/vision_decoder/) and the
-resampling ops (runtime/src/ops/resample.rs); read by tests/vision_decoder.rs.
+resampling ops (runtime/src/ops/resample.rs); read by tests/model/vision_decoder.rs.
 
 Pinned environment (asserted below): torch 2.15.0, diffusers 0.42.1, safetensors 0.8.0,
 numpy 2.4.6. Run from the repository root with the reference venv:

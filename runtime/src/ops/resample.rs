@@ -12,7 +12,7 @@
 //! bit for bit; resizes along both differ from torch by at most [`BILINEAR_2D_EPS`]·ε·max|x|
 //! because torch's compiled 2-D loop rounds its products in an order we could not recover from
 //! probing (none of the 27 FMA contractions of the nested formula, nor a separable two-pass
-//! form, reproduces it); `tests/vision_decoder.rs` measures the bound.
+//! form, reproduces it); `tests/model/vision_decoder.rs` measures the bound.
 
 use rayon::prelude::*;
 

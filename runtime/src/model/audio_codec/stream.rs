@@ -2,7 +2,7 @@
 //! generated (issue #14). Each call runs the same layers as [`MimiCodec::decode`] with carried
 //! state: the upsample's overlap-add tail, the decoder transformer's sliding-window KV
 //! ([`KvState`], bounded by `sliding_window`), and every SEANet conv's left context. Concatenated
-//! outputs equal the whole-clip decode up to float summation order (`tests/audio_codec.rs`).
+//! outputs equal the whole-clip decode up to float summation order (`tests/model/audio_codec.rs`).
 
 use super::seanet::Slots;
 use super::transformer::KvState;

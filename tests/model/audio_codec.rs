@@ -3,11 +3,9 @@
 //! (`tests/fixtures/mimi/`, written by `tests/reference/make_mimi_reference.py`), the published
 //! shapes load, and every malformed checkpoint or request is one typed error, never a panic.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 use ernie_runtime::model::audio_codec::{MimiCodec, MimiConfig, MAX_AUDIO_SECONDS};
 use ernie_runtime::{Error, Tensor, Weights};
 
