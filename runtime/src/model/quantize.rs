@@ -172,9 +172,9 @@ mod tests {
     fn schemes_parse_and_q4_k_m_picks_like_llama_cpp() {
         assert_eq!("Q4_K_M".parse::<QuantScheme>().unwrap(), QuantScheme::Q4KM);
         assert!("bogus".parse::<QuantScheme>().is_err());
-        // n = 24 (llama.cpp's example ranges): first 3, last 3, and 5, 8, 11, ... get more bits.
+        // n = 24: the first 3 (i < 3), the last 3 (i >= 21), and every third from 5 get more bits.
         let more: Vec<usize> = (0..24).filter(|&i| use_more_bits(i, 24)).collect();
-        assert_eq!(more, vec![0, 1, 2, 5, 8, 11, 14, 17, 21, 22, 23]);
+        assert_eq!(more, vec![0, 1, 2, 5, 8, 11, 14, 17, 20, 21, 22, 23]);
         assert_eq!(QuantScheme::Q4KM.qtype(Role::Output, 0, 24), QType::Q6K);
         assert_eq!(QuantScheme::Q4KM.qtype(Role::AttnV, 3, 24), QType::Q4K);
         assert_eq!(QuantScheme::Q4KM.qtype(Role::FfnDown, 5, 24), QType::Q6K);
