@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use ernie_runtime::{Device, DeviceSpec, DraftMode, ElasticOptions, Engine, ExpertSpec, LayerSpec, Prompt};
+use ernie_runtime::{Device, DeviceSpec, DraftMode, ElasticOptions, Engine, ExpertSpec, LayerSpec, Prompt, QuantScheme};
 use tokenizers_mm::ChatMessage;
 
 use crate::args::{Format, Sampling};
@@ -44,13 +44,21 @@ pub struct Args {
     /// Where to run: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda` and a GPU).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// Weight-only quantisation at load (CPU only): q8_0, q4_k, or q4_k_m (llama.cpp's mix: Q4_K
+    /// with Q6_K for the LM head and some attn_v / ffn_down).
+    #[arg(long)]
+    quant: Option<QuantScheme>,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let (Some(q), DeviceSpec::Cuda(_)) = (args.quant, args.device) {
+        let what = format!("--quant {q} with --device {}", args.device);
+        return Err(ernie_runtime::Error::Unsupported { what, hint: "quantised weights run on the CPU: use --device cpu".into() }.into());
+    }
     // Open the device first: a missing GPU or CUDA build fails before the weights are read.
     let device = Device::open(args.device).with_context(|| format!("opening device {}", args.device))?;
     let elastic = ElasticOptions { layers: args.layers.clone(), experts: args.experts.clone(), top_k: args.top_k };
-    let mut engine = Engine::load_with(&args.model, &elastic).with_context(|| format!("loading {}", args.model.display()))?;
+    let mut engine = Engine::load_quant(&args.model, &elastic, args.quant).with_context(|| format!("loading {}", args.model.display()))?;
     engine.to_device(&device).with_context(|| format!("moving the model to {}", args.device))?;
     let prompt = if args.raw {
         Prompt::Raw(args.prompt.clone())

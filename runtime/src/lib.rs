@@ -43,6 +43,7 @@ pub use error::{Error, Result};
 pub use backend::{Device, DeviceSpec};
 pub use infer::{DeviceCache, Runner, Sampler, StopMatcher, StopRule};
 pub use model::elastic::{ElasticOptions, ExpertSpec, LayerSpec};
+pub use model::quantize::QuantScheme;
 pub use config::{MlpKind, ModelConfig, ModelType, MoeConfig, TextConfig, VlConfig};
 pub use model::{Logits, Transformer};
 pub use nn::kv_cache::KvCache;

@@ -96,3 +96,25 @@ fn unknown_device_is_rejected() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cpu, cuda or cuda:N"), "{stderr}");
 }
+
+#[test]
+fn quant_q4_k_m_runs_on_the_moe_fixture() {
+    let out = generate_with("moe-f32", None, &["--quant", "q4_k_m"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["token_ids"].as_array().map(Vec::len), Some(4));
+    let out = generate_with("moe-f32", None, &["--quant", "q8_0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn quant_bogus_and_quant_on_cuda_are_one_clear_error() {
+    // clap's own usage error: one `error:` line plus its "For more information" hint.
+    let out = generate_with("moe-f32", None, &["--quant", "bogus"]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr).into_owned();
+    let first = e.lines().next().unwrap_or("");
+    assert!(first.starts_with("error: ") && first.contains("bogus") && first.contains("q4_k_m"), "{e}");
+    let e = one_error_line(&generate_with("moe-f32", Some("cuda"), &["--quant", "q8_0"]));
+    assert!(e.contains("--quant q8_0"), "{e}");
+}

@@ -17,3 +17,4 @@ mod embed;
 mod nfsp;
 mod audio_ncp;
 mod vision_decoder;
+mod quant;

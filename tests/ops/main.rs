@@ -10,3 +10,4 @@ mod common;
 mod ops_parity;
 mod moe_parity;
 mod grouped_moe;
+mod quant_reference;

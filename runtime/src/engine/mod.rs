@@ -62,16 +62,26 @@ impl Engine {
 
     /// [`Engine::load`] as an elastic sub-model (ERNIE 5.0 layers / experts / top-k selection).
     pub fn load_with(dir: &Path, elastic: &ElasticOptions) -> Result<Engine> {
+        Engine::load_quant(dir, elastic, None)
+    }
+
+    /// [`Engine::load_with`], then, when `quant` is set, weight-only quantisation of the decoder's
+    /// projections and LM head (`model/quantize.rs`; CPU only: [`Engine::to_device`] then fails
+    /// with [`Error::Unsupported`]).
+    pub fn load_quant(dir: &Path, elastic: &ElasticOptions, quant: Option<crate::model::quantize::QuantScheme>) -> Result<Engine> {
         if !dir.is_dir() {
             let what = if dir.exists() { "not a directory" } else { "no such checkpoint directory" };
             return Err(Error::Io { path: dir.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::NotFound, what) });
         }
         // config.json is read once (it may be a pipe that a deployment fills late).
         let config = ModelConfig::from_dir(dir)?;
-        let (model, vision, audio) = match &config {
+        let (mut model, vision, audio) = match &config {
             ModelConfig::Ernie5(c) => load_ernie5_with_audio(dir, c, elastic).map(|(m, a)| (m, None, a))?,
             _ => crate::model::load(dir, &config, elastic).map(|(m, v)| (m, v, None))?,
         };
+        if let Some(scheme) = quant {
+            crate::model::quantize::quantize_model(&mut model, scheme)?;
+        }
         let vl = vision.map(|v| VlParts::load(dir, v)).transpose()?;
         let tokenizer = if dir.join("tokenizer.json").exists() { Some(TextTokenizer::from_dir(dir)?) } else { None };
         let mut eos_ids = generation_eos_ids(dir)?.unwrap_or_else(|| model.cfg.eos_token_id.clone());

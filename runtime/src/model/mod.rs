@@ -11,6 +11,7 @@ pub mod load;
 pub mod moe;
 pub mod mtp;
 pub mod names;
+pub mod quantize;
 pub mod vision;
 pub mod vision_decoder;
 pub mod visual_gen;

@@ -3,15 +3,62 @@
 //! tower and the resampler all hold their projections as [`Linear`], and the CUDA mirror uploads
 //! from it, so a new weight storage (e.g. a quantised block format) changes this file, not six.
 
+use crate::ops::quant::{qmatmul_xwt, qmatmul_xwt_slow, QType, QWeight};
 use crate::ops::{matmul_xwt, matmul_xwt_slow};
 use crate::tensor::Tensor;
 use crate::weights::Weights;
 use crate::{Error, Result};
 
+/// How a [`Linear`] stores `W` `[out, in]`.
+#[derive(Clone, Debug)]
+pub enum LinearWeight {
+    /// f32 / bf16 / f16 (upcast to f32 inside the GEMM): the checkpoint's own tensor.
+    Dense(Tensor),
+    /// A ggml block format (weight-only quantisation, `ops/quant/`): `x` stays f32 and is
+    /// quantised to Q8 per row inside [`qmatmul_xwt`].
+    Quant(QWeight),
+}
+
+impl From<Tensor> for LinearWeight {
+    fn from(t: Tensor) -> LinearWeight {
+        LinearWeight::Dense(t)
+    }
+}
+
+impl LinearWeight {
+    /// `(out, in)`. Errors: a dense weight that is not 2-D.
+    pub fn dims(&self) -> Result<(usize, usize)> {
+        match self {
+            LinearWeight::Dense(t) => t.dims2(),
+            LinearWeight::Quant(q) => Ok(q.dims()),
+        }
+    }
+
+    /// The dense tensor. Errors: [`Error::Unsupported`] for a quantised weight (the CUDA mirror
+    /// uploads dense weights only).
+    pub fn dense(&self) -> Result<&Tensor> {
+        match self {
+            LinearWeight::Dense(t) => Ok(t),
+            LinearWeight::Quant(q) => Err(crate::error::unsupported(
+                format!("a quantised weight ({}) on this path", q.qtype()),
+                "load without --quant",
+            )),
+        }
+    }
+
+    /// The block format, `None` when dense.
+    pub fn qtype(&self) -> Option<QType> {
+        match self {
+            LinearWeight::Dense(_) => None,
+            LinearWeight::Quant(q) => Some(q.qtype()),
+        }
+    }
+}
+
 /// A linear layer `y = x Wᵀ + b`.
 pub struct Linear {
-    /// `[out, in]`, f32 / bf16 / f16 (upcast to f32 inside the GEMM).
-    pub weight: Tensor,
+    /// `[out, in]`, dense or quantised.
+    pub weight: LinearWeight,
     /// `[out]` f32.
     pub bias: Option<Vec<f32>>,
 }
@@ -21,6 +68,7 @@ impl Linear {
     /// the bias length is not its row count.
     pub fn new(weight: Tensor, bias: Option<Vec<f32>>) -> Result<Linear> {
         let (out, _) = weight.dims2()?;
+        let weight = LinearWeight::Dense(weight);
         if let Some(b) = &bias {
             if b.len() != out {
                 return Err(Error::ShapeMismatch { op: "Linear::new", expected: format!("bias [{out}]"), got: format!("[{}]", b.len()) });
@@ -34,33 +82,53 @@ impl Linear {
     pub fn load(w: &mut Weights, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
         let weight = w.take(&format!("{prefix}.weight"), &[out, inp])?;
         let bias = load_bias(w, &format!("{prefix}.bias"), out, bias)?;
-        Ok(Linear { weight, bias })
+        Ok(Linear { weight: LinearWeight::Dense(weight), bias })
+    }
+
+    /// Replaces a dense `W` by its `qtype` quantisation (ggml's reference quantizer, rows in
+    /// parallel). A weight whose `in` is not a multiple of the block size (32 for Q8_0, 256 for the
+    /// K-quants), or that is already quantised, stays as it is; returns whether it was quantised.
+    /// Errors: as [`QWeight::quantize`] (a dense weight that is not 2-D).
+    pub fn quantize(&mut self, qtype: QType) -> Result<bool> {
+        let LinearWeight::Dense(t) = &self.weight else { return Ok(false) };
+        let (_, inp) = t.dims2()?;
+        if inp % qtype.block_elems() != 0 {
+            return Ok(false); // no partial blocks in ggml's formats: keep this one dense
+        }
+        self.weight = LinearWeight::Quant(QWeight::quantize(t, qtype)?);
+        Ok(true)
     }
 
     /// Output width (`out`).
     pub fn out_dim(&self) -> usize {
-        self.weight.shape()[0]
+        self.weight.dims().map(|d| d.0).unwrap_or(0)
     }
 
     /// Input width (`in`).
     pub fn in_dim(&self) -> usize {
-        self.weight.shape().get(1).copied().unwrap_or(0)
+        self.weight.dims().map(|d| d.1).unwrap_or(0)
     }
 
     /// `x`: `[t, in]` → `[t, out]`. Errors: as [`matmul_xwt`] (`x` not a whole number of rows).
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
-        let (out, inp) = self.weight.dims2()?;
+        let (out, inp) = self.weight.dims()?;
         let mut y = vec![0.0f32; x.len() / inp.max(1) * out]; // [t, out]
-        matmul_xwt(x, &self.weight, &mut y)?;
+        match &self.weight {
+            LinearWeight::Dense(w) => matmul_xwt(x, w, &mut y)?,
+            LinearWeight::Quant(q) => qmatmul_xwt(x, q, &mut y)?,
+        }
         add_bias(&mut y, self.bias.as_deref());
         Ok(y)
     }
 
     /// Slow twin of [`Linear::forward`] ([`matmul_xwt_slow`]).
     pub fn forward_slow(&self, x: &[f32]) -> Result<Vec<f32>> {
-        let (out, inp) = self.weight.dims2()?;
+        let (out, inp) = self.weight.dims()?;
         let mut y = vec![0.0f32; x.len() / inp.max(1) * out]; // [t, out]
-        matmul_xwt_slow(x, &self.weight, &mut y)?;
+        match &self.weight {
+            LinearWeight::Dense(w) => matmul_xwt_slow(x, w, &mut y)?,
+            LinearWeight::Quant(q) => qmatmul_xwt_slow(x, q, &mut y)?,
+        }
         add_bias(&mut y, self.bias.as_deref());
         Ok(y)
     }

@@ -43,9 +43,9 @@ impl SwiGlu {
         let down = w.take(&format!("{prefix}.down_proj.weight"), &[hidden, inter])?;
         let down_bias = bias(w, &format!("{prefix}.down_proj.bias"), hidden, use_bias)?;
         Ok(SwiGlu {
-            gate: Linear { weight: gate, bias: gate_bias },
-            up: Linear { weight: up, bias: up_bias },
-            down: Linear { weight: down, bias: down_bias },
+            gate: Linear { weight: gate.into(), bias: gate_bias },
+            up: Linear { weight: up.into(), bias: up_bias },
+            down: Linear { weight: down.into(), bias: down_bias },
             hidden,
             inter,
         })

@@ -192,8 +192,8 @@ impl GpuSwiGlu {
     /// Errors: [`Error::Cuda`] (allocation), [`Error::ShapeMismatch`].
     pub fn upload(dev: &CudaDevice, m: &SwiGlu) -> Result<GpuSwiGlu> {
         Ok(GpuSwiGlu {
-            gate_up: Linear::upload_rows(dev, &[(&m.gate.weight, m.gate.bias.as_deref()), (&m.up.weight, m.up.bias.as_deref())])?,
-            down: Linear::upload(dev, &m.down.weight, m.down.bias.as_deref())?,
+            gate_up: Linear::upload_rows(dev, &[(m.gate.weight.dense()?, m.gate.bias.as_deref()), (m.up.weight.dense()?, m.up.bias.as_deref())])?,
+            down: Linear::upload(dev, m.down.weight.dense()?, m.down.bias.as_deref())?,
             inter: m.inter,
             hidden: m.hidden,
         })
@@ -238,10 +238,10 @@ impl GpuAttention {
     /// Errors: [`Error::Cuda`] (allocation), [`Error::ShapeMismatch`].
     pub fn upload(dev: &CudaDevice, a: &Attention) -> Result<GpuAttention> {
         Ok(GpuAttention {
-            q: Linear::upload(dev, &a.q_proj.weight, a.q_proj.bias.as_deref())?,
-            k: Linear::upload(dev, &a.k_proj.weight, a.k_proj.bias.as_deref())?,
-            v: Linear::upload(dev, &a.v_proj.weight, a.v_proj.bias.as_deref())?,
-            o: Linear::upload(dev, &a.o_proj.weight, a.o_proj.bias.as_deref())?,
+            q: Linear::upload(dev, a.q_proj.weight.dense()?, a.q_proj.bias.as_deref())?,
+            k: Linear::upload(dev, a.k_proj.weight.dense()?, a.k_proj.bias.as_deref())?,
+            v: Linear::upload(dev, a.v_proj.weight.dense()?, a.v_proj.bias.as_deref())?,
+            o: Linear::upload(dev, a.o_proj.weight.dense()?, a.o_proj.bias.as_deref())?,
             n_heads: a.n_heads,
             n_kv_heads: a.n_kv_heads,
             head_dim: a.head_dim,
@@ -336,9 +336,9 @@ impl GpuMoe {
             if x.gate.bias.is_some() || x.up.bias.is_some() || x.down.bias.is_some() {
                 return Err(unsupported("use_bias", "routed experts with biases are not supported".into()));
             }
-            extend_bf16(&mut w_gate_up, &x.gate.weight)?;
-            extend_bf16(&mut w_gate_up, &x.up.weight)?;
-            extend_bf16(&mut w_down, &x.down.weight)?;
+            extend_bf16(&mut w_gate_up, x.gate.weight.dense()?)?;
+            extend_bf16(&mut w_gate_up, x.up.weight.dense()?)?;
+            extend_bf16(&mut w_down, x.down.weight.dense()?)?;
         }
         if w_gate_up.len() != e * 2 * i * h || w_down.len() != e * h * i {
             return Err(unsupported("moe_intermediate_size", "experts of different widths".into()));

@@ -73,7 +73,7 @@ impl CudaModel {
         let lm_head = if cfg.tie_word_embeddings {
             Linear { w: embed_tokens.clone(), bias: None, n: cfg.vocab_size, k: cfg.hidden_size }
         } else {
-            Linear::upload(dev, &model.lm_head.weight, None)?
+            Linear::upload(dev, model.lm_head.weight.dense()?, None)?
         };
         let mut layers = Vec::with_capacity(model.layers.len());
         for layer in &model.layers {
