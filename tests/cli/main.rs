@@ -12,3 +12,4 @@ mod device_cli;
 mod generate_cli;
 mod inspect_cli;
 mod server;
+mod spm_cli;

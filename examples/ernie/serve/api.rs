@@ -142,6 +142,9 @@ pub struct ChatRequest {
     /// Extension (vLLM): also return the prompt and generated token ids.
     #[serde(default)]
     pub return_token_ids: bool,
+    /// Extension (vLLM): variables for the checkpoint's chat template (`{"enable_thinking":
+    /// true}`); used by image chats (the multimodal template).
+    pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
 }
 
 #[derive(Deserialize)]

@@ -48,7 +48,7 @@ impl VisionDecoderConfig {
     ///
     /// Errors: [`Error::Io`], [`Error::Json`], and [`Error::Config`] naming the bad key.
     pub fn from_file(path: &Path) -> Result<VisionDecoderConfig> {
-        let v: Value = crate::weights::read_json(path)?;
+        let v: Value = crate::io::read_json(path)?;
         VisionDecoderConfig::from_json(&v)
     }
 
