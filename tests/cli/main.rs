@@ -8,6 +8,7 @@
 mod common;
 
 mod caption_cli;
+mod caption_template_cli;
 mod device_cli;
 mod generate_cli;
 mod inspect_cli;
