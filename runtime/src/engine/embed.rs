@@ -85,7 +85,7 @@ impl Engine {
     /// Errors ([`Error::Request`] unless noted; the first failing input stops the call):
     /// no inputs; an input with no tokens; a token id `>= vocab_size`; an input longer than
     /// `opts.max_tokens` or `max_position_embeddings`; `dimensions` of 0 or above `hidden_size`;
-    /// [`EmbedInput::Media`] ([`Error::Unsupported`]: not supported yet); text without a tokenizer.json, or
+    /// [`EmbedInput::Media`] ([`Error::Unsupported`]: not supported yet); text without a tokenizer (tokenizer.json or tokenizer.model), or
     /// `EndOfSentence` pooling with a tokenizer that has no `<|end_of_sentence|>`;
     /// [`Error::Tokenizer`] when encoding fails.
     pub fn embed(&self, inputs: &[EmbedInput], opts: &EmbedOptions) -> Result<Vec<Embedding>> {
