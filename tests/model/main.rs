@@ -13,3 +13,4 @@ mod vl_parity;
 mod vl_robustness;
 mod elastic_mtp;
 mod embed;
+mod embed_media;

@@ -33,7 +33,10 @@ Also writes tests/fixtures/vl-template/image.png (the "image" prompt's picture, 
 greedy.json: for the "image" prompt with the fixture and converter templates, the greedy ids of
 Ernie4_5_VLMoeForConditionalGeneration (weights of tests/fixtures/vl-moe-f32, f32, eager attention and
 experts) from `generate(max_new_tokens=8, do_sample=False)` with eos disabled (exactly 8 tokens).
-Used by tests/cli/caption_cli.rs (`ernie caption --format json`).
+Used by tests/cli/caption_template_cli.rs (`ernie caption --format json`).
+And embed.json: the same model's final normalised hidden states (`model.model(**enc).last_hidden_state`,
+[T, h]) for the "image" prompt with the fixture template and add_generation_prompt=False — what
+`Engine::embed(EmbedInput::Media)` runs through (tests/model/embed_media.rs).
 """
 
 import json
@@ -208,6 +211,21 @@ def write_greedy(proc):
                   ensure_ascii=False)
         f.write("\n")
     print("wrote", path, [r["greedy_ids"] for r in runs])
+
+    messages = [{"role": "user", "content": content_of([("image", reread), ("text", text)])}]
+    enc = proc.apply_chat_template(messages, chat_template=FIXTURE_TEMPLATE, add_generation_prompt=False,
+                                   tokenize=True, return_dict=True, return_tensors="pt")
+    model.model.rope_deltas = None
+    with torch.no_grad():
+        hidden = model.model(**enc).last_hidden_state[0]
+    path = os.path.join(out_dir, "embed.json")
+    with open(path, "w") as f:
+        json.dump({"generator": "tests/reference/make_vl_template_reference.py", "versions": PINNED,
+                   "model_dir": "tests/fixtures/vl-moe-f32", "image": "image.png", "template": "fixture",
+                   "add_generation_prompt": False, "prompt": text, "input_ids": enc["input_ids"][0].tolist(),
+                   "shape": list(hidden.shape), "last_hidden_state": [round(float(x), 7) for x in hidden.flatten()]}, f)
+        f.write("\n")
+    print("wrote", path, list(hidden.shape))
 
 
 if __name__ == "__main__":
