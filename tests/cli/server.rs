@@ -605,3 +605,29 @@ fn vl_chat_uses_the_checkpoint_template_and_chat_template_kwargs_like_caption() 
     assert_ne!(thinking, plain);
     assert_eq!(thinking, caption(&["--enable-thinking"]));
 }
+
+/// Issue #12 item 4: `/v1/embeddings` takes a chat content-part array as one `input` item (vLLM's
+/// multimodal embeddings); the vector equals transformers' last hidden state (last-token pooling,
+/// L2-normalised).
+#[test]
+fn embeddings_accept_a_content_part_array_with_an_image() {
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(fixture("vl-template/embed.json")).unwrap()).unwrap();
+    let (t, h) = (r["shape"][0].as_u64().unwrap() as usize, r["shape"][1].as_u64().unwrap() as usize);
+    let last: Vec<f64> = r["last_hidden_state"].as_array().unwrap()[(t - 1) * h..].iter().map(|x| x.as_f64().unwrap()).collect();
+    // The server returns unit vectors (OpenAI's convention).
+    let norm = last.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let want: Vec<f32> = last.iter().map(|x| (x / norm) as f32).collect();
+    let png = std::fs::read(fixture("vl-template/image.png")).unwrap();
+    let uri = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png));
+    let server = Server::start_dir(&fixture("vl-moe-f32"), &["--max-body-bytes", "4000000"]);
+    server.wait_ready();
+    let parts = json!([{"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": r["prompt"]}]);
+    for input in [json!([parts.clone()]), parts] {
+        let (status, v) = post(&agent(), &server.url("/v1/embeddings"), &json!({"input": input}));
+        assert_eq!(status, 200, "{v}");
+        let got: Vec<f32> = v["data"][0]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert_eq!(got.len(), h);
+        assert!(d < 1e-4, "max |Δ| {d}");
+    }
+}
