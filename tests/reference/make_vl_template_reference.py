@@ -167,6 +167,7 @@ def main():
     data = (json.dumps(golden, indent=1, ensure_ascii=False) + "\n").encode()
     if check:
         same = os.path.exists(OUT) and open(OUT, "rb").read() == data
+        same = write_greedy(proc, check=True) and same
         print("ok" if same else "differs")
         sys.exit(0 if same else 1)
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
@@ -179,13 +180,15 @@ def main():
 GREEDY_NEW_TOKENS = 8
 
 
-def write_greedy(proc):
-    """greedy.json + image.png (module docs)."""
+def write_greedy(proc, check=False):
+    """greedy.json, embed.json + image.png (module docs); with check, compare instead of writing."""
     img1 = media()[0]
     out_dir = os.path.dirname(OUT)
-    img1.save(os.path.join(out_dir, "image.png"))
+    if not check:
+        img1.save(os.path.join(out_dir, "image.png"))
     reread = Image.open(os.path.join(out_dir, "image.png")).convert("RGB")
     assert np.array_equal(np.asarray(reread), np.asarray(img1))
+    outputs = {}
     model = Ernie4_5_VLMoeForConditionalGeneration.from_pretrained(
         FIXTURE, dtype=torch.float32, attn_implementation="eager", experts_implementation="eager").eval()
     model.generation_config.eos_token_id = None
@@ -204,13 +207,9 @@ def write_greedy(proc):
         ids = seq[0, T:].tolist()
         assert len(ids) == GREEDY_NEW_TOKENS, ids
         runs.append({"template": tname, "prompt": text, "input_ids": enc["input_ids"][0].tolist(), "greedy_ids": ids})
-    path = os.path.join(out_dir, "greedy.json")
-    with open(path, "w") as f:
-        json.dump({"generator": "tests/reference/make_vl_template_reference.py", "versions": PINNED,
-                   "model_dir": "tests/fixtures/vl-moe-f32", "image": "image.png", "runs": runs}, f, indent=1,
-                  ensure_ascii=False)
-        f.write("\n")
-    print("wrote", path, [r["greedy_ids"] for r in runs])
+    outputs["greedy.json"] = json.dumps({"generator": "tests/reference/make_vl_template_reference.py", "versions": PINNED,
+                                         "model_dir": "tests/fixtures/vl-moe-f32", "image": "image.png", "runs": runs},
+                                        indent=1, ensure_ascii=False) + "\n"
 
     messages = [{"role": "user", "content": content_of([("image", reread), ("text", text)])}]
     enc = proc.apply_chat_template(messages, chat_template=FIXTURE_TEMPLATE, add_generation_prompt=False,
@@ -218,14 +217,21 @@ def write_greedy(proc):
     model.model.rope_deltas = None
     with torch.no_grad():
         hidden = model.model(**enc).last_hidden_state[0]
-    path = os.path.join(out_dir, "embed.json")
-    with open(path, "w") as f:
-        json.dump({"generator": "tests/reference/make_vl_template_reference.py", "versions": PINNED,
-                   "model_dir": "tests/fixtures/vl-moe-f32", "image": "image.png", "template": "fixture",
-                   "add_generation_prompt": False, "prompt": text, "input_ids": enc["input_ids"][0].tolist(),
-                   "shape": list(hidden.shape), "last_hidden_state": [round(float(x), 7) for x in hidden.flatten()]}, f)
-        f.write("\n")
-    print("wrote", path, list(hidden.shape))
+    outputs["embed.json"] = json.dumps({"generator": "tests/reference/make_vl_template_reference.py", "versions": PINNED,
+                                        "model_dir": "tests/fixtures/vl-moe-f32", "image": "image.png", "template": "fixture",
+                                        "add_generation_prompt": False, "prompt": text,
+                                        "input_ids": enc["input_ids"][0].tolist(), "shape": list(hidden.shape),
+                                        "last_hidden_state": [round(float(x), 7) for x in hidden.flatten()]}) + "\n"
+    same = True
+    for name, data in outputs.items():
+        path = os.path.join(out_dir, name)
+        if check:
+            same = same and os.path.exists(path) and open(path, encoding="utf-8").read() == data
+        else:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(data)
+            print("wrote", path)
+    return same
 
 
 if __name__ == "__main__":
