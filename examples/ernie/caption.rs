@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use ernie_runtime::tools::demo::{default_cache_dir, ensure_demo_checkpoint};
 use ernie_runtime::tools::routing_stats::RoutingStats;
-use ernie_runtime::{ElasticOptions, Engine, LayerSpec, MediaInput, PrefillTrace};
+use ernie_runtime::{ElasticOptions, Engine, LayerSpec, MediaInput, PrefillTrace, StreamOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokenizers_mm::StreamPrompt;
 
@@ -49,6 +49,10 @@ pub struct Args {
     /// Elastic sparsity: experts per token in every routing group, overriding moe_k.
     #[arg(long)]
     top_k: Option<usize>,
+    /// Pass `enable_thinking=True` to the checkpoint's chat template (the built-in format then
+    /// opens a `<think>` block instead of the empty one).
+    #[arg(long)]
+    enable_thinking: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -85,7 +89,11 @@ pub fn run(args: Args) -> Result<()> {
         args.images.iter().cloned().map(MediaInput::Image).chain(args.videos.iter().cloned().map(MediaInput::Video)).collect();
     let media = engine.load_media(&inputs)?;
     let text = args.prompt.clone().unwrap_or_else(|| default_prompt(args.images.len(), args.videos.len()));
-    let stream = engine.build_stream(&StreamPrompt::user(&text, args.images.len(), args.videos.len(), 0), media)?;
+    let mut opts = StreamOptions::default();
+    if args.enable_thinking {
+        opts.template_kwargs.insert("enable_thinking".into(), serde_json::Value::Bool(true));
+    }
+    let stream = engine.build_stream_with(&StreamPrompt::user(&text, args.images.len(), args.videos.len(), 0), &opts, media)?;
     let prep_secs = t1.elapsed().as_secs_f64();
 
     progress.stage(&format!("prefill: vision encoder and {} prompt tokens", stream.input_ids.len()));

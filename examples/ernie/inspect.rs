@@ -16,7 +16,7 @@ use tokenizers_mm::audio::{preprocess_audio, AudioConfig, MelConfig};
 use tokenizers_mm::image::{AlphaMode, ImageProcessor, ImageProcessorConfig};
 use tokenizers_mm::video::{load_video, VideoConfig};
 use ernie_runtime::engine::stream_config_for;
-use tokenizers_mm::{build_stream, Limits, MediaItem, PositionRule, StreamPrompt, TextTokenizer, VideoPlaceholder};
+use tokenizers_mm::{Limits, MediaItem, MmChatTemplate, PositionRule, StreamPrompt, TextTokenizer, VideoPlaceholder};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -145,9 +145,12 @@ pub fn run(args: Args) -> Result<()> {
             VideoId::Original => VideoPlaceholder::Original,
         };
     }
-    let stream = build_stream(&tok, &prompt, media, &cfg)?;
+    // The checkpoint's multimodal chat template, as the engine uses it (built-in format if none).
+    let template = MmChatTemplate::from_dir(&args.model, &tok).with_context(|| format!("reading the chat template of {}", args.model.display()))?;
+    let stream = template.build_stream(&tok, &prompt, &serde_json::Map::new(), media, &cfg)?;
     let mut report = stream.inspect_json();
     report["model"] = serde_json::json!(args.model.display().to_string());
+    report["template"] = serde_json::json!(if args.raw { "none (--raw)".to_string() } else { template.source().to_string() });
     let mut out = std::io::stdout().lock();
     let written = match args.format {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?).map_err(anyhow::Error::from),
@@ -208,6 +211,7 @@ fn load_image(proc: &ImageProcessor, path: &Path) -> Result<MediaItem> {
 
 /// A short human-readable rendering of the JSON report.
 fn write_text(out: &mut impl Write, r: &serde_json::Value) -> Result<()> {
+    writeln!(out, "template: {}", r["template"].as_str().unwrap_or(""))?;
     writeln!(out, "{} tokens, positions {} (next {})", r["n_tokens"], r["position_rule"].as_str().unwrap_or(""), r["next_position"])?;
     for (i, s) in r["segments"].as_array().into_iter().flatten().enumerate() {
         let pos = &s["positions"];

@@ -35,7 +35,7 @@ pub mod weights;
 // devices, loading options, then the lower-level types tests and tools reach for.
 pub use engine::{Engine, Prompt};
 pub use infer::{GenerateRequest, Generation, Generator, SamplingParams, Step, StopReason};
-pub use engine::{EmbedInput, EmbedOptions, Embedding, Media, MediaInput};
+pub use engine::{EmbedInput, EmbedOptions, Embedding, Media, MediaInput, StreamOptions};
 pub use infer::pool::Pooling;
 pub use infer::prefill::PrefillTrace;
 pub use infer::speculative::{DraftMode, DraftStats};

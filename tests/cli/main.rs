@@ -9,7 +9,9 @@ mod common;
 
 mod caption_cli;
 mod codec_cli;
+mod caption_template_cli;
 mod device_cli;
 mod generate_cli;
 mod inspect_cli;
 mod server;
+mod spm_cli;

@@ -18,3 +18,4 @@ mod nfsp;
 mod audio_ncp;
 mod vision_decoder;
 mod quant;
+mod embed_media;

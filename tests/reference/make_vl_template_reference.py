@@ -28,6 +28,15 @@ Prompts: image, two_images, video, text (no media); the texts have CJK, digits a
 Plus one case "injection" (fixture template, an image and user text spelling special tokens) run with
 `sanitize_control_tokens=True`: transformers' mode in which user text cannot write control tokens or
 media placeholders — the only mode we implement.
+
+Also writes tests/fixtures/vl-template/image.png (the "image" prompt's picture, lossless) and
+greedy.json: for the "image" prompt with the fixture and converter templates, the greedy ids of
+Ernie4_5_VLMoeForConditionalGeneration (weights of tests/fixtures/vl-moe-f32, f32, eager attention and
+experts) from `generate(max_new_tokens=8, do_sample=False)` with eos disabled (exactly 8 tokens).
+Used by tests/cli/caption_template_cli.rs (`ernie caption --format json`).
+And embed.json: the same model's final normalised hidden states (`model.model(**enc).last_hidden_state`,
+[T, h]) for the "image" prompt with the fixture template and add_generation_prompt=False — what
+`Engine::embed(EmbedInput::Media)` runs through (tests/model/embed_media.rs).
 """
 
 import json
@@ -57,7 +66,9 @@ from transformers import (  # noqa: E402
     AutoTokenizer,
     Ernie4_5_VLMoeImageProcessorPil,
     Ernie4_5_VLMoeProcessor,
+    Ernie4_5_VLMoeForConditionalGeneration,
     Ernie4_5_VLMoeVideoProcessor,
+    GenerationConfig,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -156,12 +167,71 @@ def main():
     data = (json.dumps(golden, indent=1, ensure_ascii=False) + "\n").encode()
     if check:
         same = os.path.exists(OUT) and open(OUT, "rb").read() == data
+        same = write_greedy(proc, check=True) and same
         print("ok" if same else "differs")
         sys.exit(0 if same else 1)
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "wb") as f:
         f.write(data)
     print("wrote", OUT, len(data), "bytes,", len(cases), "cases")
+    write_greedy(proc)
+
+
+GREEDY_NEW_TOKENS = 8
+
+
+def write_greedy(proc, check=False):
+    """greedy.json, embed.json + image.png (module docs); with check, compare instead of writing."""
+    img1 = media()[0]
+    out_dir = os.path.dirname(OUT)
+    if not check:
+        img1.save(os.path.join(out_dir, "image.png"))
+    reread = Image.open(os.path.join(out_dir, "image.png")).convert("RGB")
+    assert np.array_equal(np.asarray(reread), np.asarray(img1))
+    outputs = {}
+    model = Ernie4_5_VLMoeForConditionalGeneration.from_pretrained(
+        FIXTURE, dtype=torch.float32, attn_implementation="eager", experts_implementation="eager").eval()
+    model.generation_config.eos_token_id = None
+    text = dict(prompts())["image"][1][1]
+    runs = []
+    for tname, template, kwargs in TEMPLATES[:2]:
+        messages = [{"role": "user", "content": content_of([("image", reread), ("text", text)])}]
+        enc = proc.apply_chat_template(messages, chat_template=template, add_generation_prompt=True,
+                                       tokenize=True, return_dict=True, return_tensors="pt", **kwargs)
+        gc = GenerationConfig(max_new_tokens=GREEDY_NEW_TOKENS, do_sample=False, eos_token_id=None, pad_token_id=0,
+                              bos_token_id=1, use_cache=True)
+        model.model.rope_deltas = None
+        with torch.no_grad():
+            seq = model.generate(**enc, generation_config=gc)
+        T = enc["input_ids"].shape[1]
+        ids = seq[0, T:].tolist()
+        assert len(ids) == GREEDY_NEW_TOKENS, ids
+        runs.append({"template": tname, "prompt": text, "input_ids": enc["input_ids"][0].tolist(), "greedy_ids": ids})
+    outputs["greedy.json"] = json.dumps({"generator": "tests/reference/make_vl_template_reference.py", "versions": PINNED,
+                                         "model_dir": "tests/fixtures/vl-moe-f32", "image": "image.png", "runs": runs},
+                                        indent=1, ensure_ascii=False) + "\n"
+
+    messages = [{"role": "user", "content": content_of([("image", reread), ("text", text)])}]
+    enc = proc.apply_chat_template(messages, chat_template=FIXTURE_TEMPLATE, add_generation_prompt=False,
+                                   tokenize=True, return_dict=True, return_tensors="pt")
+    model.model.rope_deltas = None
+    with torch.no_grad():
+        hidden = model.model(**enc).last_hidden_state[0]
+    outputs["embed.json"] = json.dumps({"generator": "tests/reference/make_vl_template_reference.py", "versions": PINNED,
+                                        "model_dir": "tests/fixtures/vl-moe-f32", "image": "image.png", "template": "fixture",
+                                        "add_generation_prompt": False, "prompt": text,
+                                        "input_ids": enc["input_ids"][0].tolist(), "shape": list(hidden.shape),
+                                        "last_hidden_state": [round(float(x), 7) for x in hidden.flatten()]}) + "\n"
+    same = True
+    for name, data in outputs.items():
+        path = os.path.join(out_dir, name)
+        if check:
+            same = same and os.path.exists(path) and open(path, encoding="utf-8").read() == data
+        else:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(data)
+            print("wrote", path)
+    return same
 
 
 if __name__ == "__main__":

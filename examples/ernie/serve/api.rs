@@ -3,7 +3,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ernie_runtime::{EmbedInput, Error as RuntimeError};
+use ernie_runtime::{EmbedInput, Error as RuntimeError, Media};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokenizers_mm::{ChatMessage, MediaKind, MmMessage, Part};
@@ -92,6 +92,9 @@ pub fn embedding_inputs(input: &Value, max_inputs: usize) -> Result<Vec<EmbedInp
             Value::String(s) if s.is_empty() => Err(bad("input strings must not be empty")),
             Value::String(s) => Ok(EmbedInput::Text(s.clone())),
             Value::Array(ids) if ids.is_empty() => Err(bad("token arrays must not be empty")),
+            // vLLM-style multimodal input: one item is a chat content-part array (text and
+            // `image_url` data: URIs); images go where their parts are (`<image>` markers).
+            Value::Array(parts) if parts.first().is_some_and(Value::is_object) => media_input(v),
             Value::Array(ids) => ids
                 .iter()
                 .map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
@@ -103,8 +106,8 @@ pub fn embedding_inputs(input: &Value, max_inputs: usize) -> Result<Vec<EmbedInp
     };
     let inputs = match input {
         Value::String(_) => vec![one(input)?],
-        // An array of numbers is one tokenized input; otherwise each element is an input.
-        Value::Array(items) if items.first().is_some_and(Value::is_number) => vec![one(input)?],
+        // An array of numbers (or of content parts) is one input; otherwise each element is an input.
+        Value::Array(items) if items.first().is_some_and(|x| x.is_number() || x.is_object()) => vec![one(input)?],
         Value::Array(items) => items.iter().map(one).collect::<Result<Vec<_>, _>>()?,
         _ => return Err(bad("input must be a string, an array of strings, or token id arrays")),
     };
@@ -115,6 +118,21 @@ pub fn embedding_inputs(input: &Value, max_inputs: usize) -> Result<Vec<EmbedInp
         return Err(bad(&format!("{} inputs exceed the limit of {max_inputs} per request", inputs.len())));
     }
     Ok(inputs)
+}
+
+/// One embeddings input given as chat content parts: text parts joined with `<image>` markers
+/// where the images were, and the images' bytes in order.
+fn media_input(parts: &Value) -> Result<EmbedInput, ApiError> {
+    let mut images = Vec::new();
+    let parsed = message_parts(0, parts, &mut images).map_err(|e| ApiError::bad_param("input", e.message.replace("messages[0]: ", "")))?;
+    let mut text = String::new();
+    for p in parsed {
+        match p {
+            Part::Text(t) => text.push_str(&t),
+            Part::Media(k) => text.push_str(k.marker()),
+        }
+    }
+    Ok(EmbedInput::Media { text, media: images.into_iter().map(Media::Image).collect() })
 }
 
 /// `POST /v1/chat/completions`. Fields we do not implement are rejected when set to anything
@@ -142,6 +160,9 @@ pub struct ChatRequest {
     /// Extension (vLLM): also return the prompt and generated token ids.
     #[serde(default)]
     pub return_token_ids: bool,
+    /// Extension (vLLM): variables for the checkpoint's chat template (`{"enable_thinking":
+    /// true}`); used by image chats (the multimodal template).
+    pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
 }
 
 #[derive(Deserialize)]

@@ -143,6 +143,7 @@ async fn chat_completions(State(st): State<Arc<AppState>>, body: Result<Bytes, B
     st.check_model(req.model.as_deref())?;
     req.check_unsupported()?;
     let messages = chat_messages(&req.messages)?;
+    let stream_opts = ernie_runtime::StreamOptions { template_kwargs: req.chat_template_kwargs.clone().unwrap_or_default() };
     let stops = req.stop_strings()?;
     let limit = st.limits.max_tokens;
     let max_new_tokens = req.max_completion_tokens.or(req.max_tokens).unwrap_or(limit);
@@ -162,7 +163,13 @@ async fn chat_completions(State(st): State<Arc<AppState>>, body: Result<Bytes, B
     let engine = ready.engine.clone();
     let prompt = tokio::task::spawn_blocking(move || -> Result<PromptInput, ApiError> {
         match messages {
-            ChatPrompt::Text(messages) => Ok(PromptInput::Ids(engine.encode_prompt(&Prompt::Chat(messages))?)),
+            ChatPrompt::Text(messages) => {
+                // TODO(#12): the text template does not take variables yet; refused, not ignored.
+                if !stream_opts.template_kwargs.is_empty() {
+                    return Err(ApiError::bad_param("chat_template_kwargs", "template variables are only supported for image chats on a vision-language checkpoint"));
+                }
+                Ok(PromptInput::Ids(engine.encode_prompt(&Prompt::Chat(messages))?))
+            }
             ChatPrompt::Media { messages, images } => {
                 if !engine.is_multimodal() {
                     return Err(ApiError::bad_param("messages", "image inputs need a vision-language checkpoint; this server runs a text model"));
@@ -172,7 +179,9 @@ async fn chat_completions(State(st): State<Arc<AppState>>, body: Result<Bytes, B
                     .enumerate()
                     .map(|(i, bytes)| engine.load_image_bytes(bytes, &format!("image {}", i + 1)))
                     .collect::<Result<Vec<_>, _>>()?;
-                let stream = engine.build_stream(&StreamPrompt::Chat { messages, add_generation_prompt: true, enable_thinking: false }, media)?;
+                // The checkpoint's multimodal chat template, as `ernie caption` renders it.
+                let prompt = StreamPrompt::Chat { messages, add_generation_prompt: true, enable_thinking: false };
+                let stream = engine.build_stream_with(&prompt, &stream_opts, media)?;
                 Ok(PromptInput::Stream(Box::new(stream)))
             }
         }

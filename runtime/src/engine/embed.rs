@@ -16,6 +16,8 @@
 //!
 //! [`TextTokenizer::encode_plain`]: tokenizers_mm::TextTokenizer::encode_plain
 
+use tokenizers_mm::StreamPrompt;
+
 use super::Engine;
 use crate::error::unsupported;
 use crate::infer::pool::{l2_normalize, pool, Pooling};
@@ -33,8 +35,9 @@ pub enum EmbedInput {
     Text(String),
     /// Token ids used as is (OpenAI's array-of-integers input); each must be `< vocab_size`.
     Ids(Vec<u32>),
-    /// Text with media (`image`, `audio`, `video` bytes). Reserved for the vision-language path:
-    /// [`Engine::embed`] returns [`Error::Unsupported`] ("not supported yet") until it lands.
+    /// Text with media (`image`, `audio`, `video` bytes). On a VL checkpoint, images are embedded
+    /// through the same stream and prefill as captioning (`Engine::media_hidden_states`); audio
+    /// and video bytes get [`Error::Unsupported`].
     Media {
         /// The text part.
         text: String,
@@ -85,7 +88,8 @@ impl Engine {
     /// Errors ([`Error::Request`] unless noted; the first failing input stops the call):
     /// no inputs; an input with no tokens; a token id `>= vocab_size`; an input longer than
     /// `opts.max_tokens` or `max_position_embeddings`; `dimensions` of 0 or above `hidden_size`;
-    /// [`EmbedInput::Media`] ([`Error::Unsupported`]: not supported yet); text without a tokenizer.json, or
+    /// [`EmbedInput::Media`] on a text checkpoint, with `EndOfSentence` pooling, or with audio /
+    /// video ([`Error::Unsupported`]); text without a tokenizer (tokenizer.json or tokenizer.model), or
     /// `EndOfSentence` pooling with a tokenizer that has no `<|end_of_sentence|>`;
     /// [`Error::Tokenizer`] when encoding fails.
     pub fn embed(&self, inputs: &[EmbedInput], opts: &EmbedOptions) -> Result<Vec<Embedding>> {
@@ -106,15 +110,24 @@ impl Engine {
         };
         let mut out = Vec::with_capacity(inputs.len());
         for (i, input) in inputs.iter().enumerate() {
-            let mut ids = self.embed_ids(input).map_err(|e| with_index(e, i))?;
-            ids.extend(eos);
-            let hidden = self.hidden_states(&ids, opts.max_tokens).map_err(|e| with_index(e, i))?; // [t, h]
+            let (hidden, n_tokens) = match input {
+                EmbedInput::Media { text, media } => {
+                    let hidden = self.media_hidden_states(text, media, opts).map_err(|e| with_index(e, i))?; // [t, h]
+                    let t = hidden.len() / h;
+                    (hidden, t)
+                }
+                _ => {
+                    let mut ids = self.embed_ids(input).map_err(|e| with_index(e, i))?;
+                    ids.extend(eos);
+                    (self.hidden_states(&ids, opts.max_tokens).map_err(|e| with_index(e, i))?, ids.len()) // [t, h]
+                }
+            };
             let mut vector = pool(&hidden, h, opts.pooling); // [h]
             vector.truncate(d); // [d]
             if opts.normalize {
                 l2_normalize(&mut vector);
             }
-            out.push(Embedding { vector, n_tokens: ids.len() });
+            out.push(Embedding { vector, n_tokens });
         }
         Ok(out)
     }
@@ -132,6 +145,46 @@ impl Engine {
             return Err(Error::Request("the input has no tokens".into()));
         }
         Ok(ids)
+    }
+
+    /// Final normalised hidden states `[t, h]` of text with media on a VL checkpoint: the same
+    /// stream (the checkpoint's chat template, one user message, media first unless the text has
+    /// `<image>` markers; no generation prompt) and VL prefill as captioning.
+    ///
+    /// Errors: [`Error::Request`] for a text-only checkpoint, `EndOfSentence` pooling (the stream
+    /// ends where the template ends it) or too many tokens; [`Error::Unsupported`] for audio and
+    /// video bytes; media decoding and stream errors.
+    fn media_hidden_states(&self, text: &str, media: &[Media], opts: &EmbedOptions) -> Result<Vec<f32>> {
+        if !self.is_multimodal() {
+            return Err(Error::Request("media inputs need a vision-language checkpoint; this is a text model".into()));
+        }
+        if opts.pooling == Pooling::EndOfSentence {
+            // TODO(#12): append <|end_of_sentence|> to a media stream.
+            return Err(Error::Request("end_of_sentence pooling is not available for media inputs; use last or mean".into()));
+        }
+        let mut items = Vec::with_capacity(media.len());
+        for (k, m) in media.iter().enumerate() {
+            match m {
+                Media::Image(bytes) => items.push(self.load_image_bytes(bytes, &format!("image {}", k + 1))?),
+                Media::Video(_) => return Err(unsupported("video bytes in embedding inputs", "embed images, or caption videos with `ernie caption --video`")),
+                Media::Audio(_) => return Err(unsupported("audio in embedding inputs", "embed text and images")),
+            }
+        }
+        let mut prompt = StreamPrompt::user(text, items.len(), 0, 0);
+        if let StreamPrompt::Chat { add_generation_prompt, .. } = &mut prompt {
+            *add_generation_prompt = false;
+        }
+        let stream = self.build_stream(&prompt, items)?;
+        let n = stream.input_ids.len();
+        if let Some(max) = opts.max_tokens {
+            if n > max {
+                return Err(Error::Request(format!("{n} tokens exceed the limit of {max}")));
+            }
+        }
+        let vision = self.vision().ok_or_else(|| Error::Request("no vision tower".into()))?;
+        let runner = self.runner();
+        let mut cache = runner.new_cache(n)?;
+        runner.prefill_stream(vision, &stream, &mut cache, Logits::Hidden, None)
     }
 
     /// Final normalised hidden states `[t, h]` of one sequence, from a cache sized to it.

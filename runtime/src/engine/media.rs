@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use tokenizers_mm::image::{ImageProcessor, ImageProcessorConfig};
 use tokenizers_mm::video::{load_video, VideoConfig};
-use tokenizers_mm::{build_stream, Limits, MediaItem, PositionRule, StreamConfig, StreamPrompt, TokenStream, VideoPlaceholder};
+use serde_json::{Map, Value as Json};
+use tokenizers_mm::{Limits, MediaItem, MmChatTemplate, PositionRule, StreamConfig, StreamPrompt, TemplateSource, TextTokenizer, TokenStream, VideoPlaceholder};
 
 use super::Engine;
 use crate::config::{ModelConfig, VlTokenIds};
@@ -46,6 +47,19 @@ pub struct VlParts {
     pub limits: Limits,
     /// How the stream lays out video placeholders and 3-D positions.
     pub stream: StreamConfig,
+    /// The checkpoint's multimodal chat template (`processor_config.json`, `chat_template.json`,
+    /// `chat_template.jinja`, in the processor's order), or the built-in ERNIE-4.5-VL format
+    /// when it has none (or has no tokenizer to compile it with).
+    pub template: MmChatTemplate,
+}
+
+/// How [`Engine::build_stream_with`] renders a chat prompt.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamOptions {
+    /// Variables passed to the chat template, as transformers'
+    /// `processor.apply_chat_template(..., **kwargs)` and vLLM's `chat_template_kwargs` do
+    /// (`{"enable_thinking": true}`). The built-in format reads only `enable_thinking`.
+    pub template_kwargs: Map<String, Json>,
 }
 
 /// The stream layout a VL checkpoint with these token ids expects: the vLLM / original position
@@ -79,11 +93,18 @@ impl VlParts {
     /// `video_preprocessor_config.json` defaults to the HF processor's values). The stream uses
     /// the vLLM / original position rule (spec §3.6) and the HF video placeholder when the
     /// config has a distinct `video_token_id`, else the image placeholder (original format).
-    pub fn load(dir: &Path, vision: VisionStack) -> Result<VlParts> {
+    ///
+    /// The chat template is read and compiled once here (with `tok`'s special-token strings).
+    /// Errors: processor config errors; [`Error::Tokenizer`] for a template that does not compile.
+    pub fn load(dir: &Path, vision: VisionStack, tok: Option<&TextTokenizer>) -> Result<VlParts> {
         let image = ImageProcessor::new(ImageProcessorConfig::from_dir(dir)?);
         let video = VideoConfig::from_dir(dir)?;
         let stream = stream_config(&vision.cfg.tokens);
-        Ok(VlParts { vision, image, video, limits: Limits::default(), stream })
+        let template = match tok {
+            Some(tok) => MmChatTemplate::from_dir(dir, tok)?,
+            None => MmChatTemplate::builtin(),
+        };
+        Ok(VlParts { vision, image, video, limits: Limits::default(), stream, template })
     }
 }
 
@@ -133,13 +154,30 @@ impl Engine {
         Ok(self.vl()?.image.process_bytes(bytes, Path::new(name))?.into_media_item())
     }
 
-    /// Lays out a prompt and its media as one token stream (ids, 3-D positions, modality).
-    ///
-    /// Errors: [`Error::Request`] for a text-only checkpoint or one without tokenizer.json;
-    /// [`Error::Tokenizer`] for marker / media count mismatches.
+    /// Where the multimodal chat template came from (`TemplateSource::BuiltIn` when the
+    /// checkpoint has none); `None` for a text-only checkpoint.
+    pub fn template_source(&self) -> Option<&TemplateSource> {
+        self.vl.as_ref().map(|v| v.template.source())
+    }
+
+    /// [`Engine::build_stream_with`] with no template variables.
     pub fn build_stream(&self, prompt: &StreamPrompt, media: Vec<MediaItem>) -> Result<TokenStream> {
+        self.build_stream_with(prompt, &StreamOptions::default(), media)
+    }
+
+    /// Lays out a prompt and its media as one token stream (ids, 3-D positions, modality). A
+    /// chat prompt is rendered with the checkpoint's chat template and `opts.template_kwargs`,
+    /// as transformers' `processor.apply_chat_template(messages, add_generation_prompt=True,
+    /// **kwargs)` renders it, each media placeholder then expanded to its token run
+    /// (`tokenizers_mm::MmChatTemplate::build_stream`); without a template, the built-in
+    /// ERNIE-4.5-VL format.
+    ///
+    /// Errors: [`Error::Request`] for a text-only checkpoint or one without a tokenizer;
+    /// [`Error::Tokenizer`] for a template that fails to render (unknown variable) and for
+    /// marker / media count mismatches.
+    pub fn build_stream_with(&self, prompt: &StreamPrompt, opts: &StreamOptions, media: Vec<MediaItem>) -> Result<TokenStream> {
         let vl = self.vl()?;
-        Ok(build_stream(self.tokenizer()?, prompt, media, &vl.stream)?)
+        Ok(vl.template.build_stream(self.tokenizer()?, prompt, &opts.template_kwargs, media, &vl.stream)?)
     }
 
     /// [`Engine::start_generation`] for a multimodal stream: the VL prefill (vision tower,

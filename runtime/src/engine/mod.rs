@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use tokenizers_mm::{ChatMessage, TextTokenizer};
 
 pub use embed::{EmbedInput, EmbedOptions, Embedding, Media, END_OF_SENTENCE};
-pub use media::{stream_config_for, MediaInput, VlParts};
+pub use media::{stream_config_for, MediaInput, StreamOptions, VlParts};
 
 use crate::config::{generation_eos_ids, ModelConfig};
 use crate::infer::{Runner, Session};
@@ -82,8 +82,9 @@ impl Engine {
         if let Some(scheme) = quant {
             crate::model::quantize::quantize_model(&mut model, scheme)?;
         }
-        let vl = vision.map(|v| VlParts::load(dir, v)).transpose()?;
-        let tokenizer = if dir.join("tokenizer.json").exists() { Some(TextTokenizer::from_dir(dir)?) } else { None };
+        // tokenizer.json, or SentencePiece's tokenizer.model converted in process (issue #12).
+        let tokenizer = if TextTokenizer::exists_in(dir) { Some(TextTokenizer::from_dir(dir)?) } else { None };
+        let vl = vision.map(|v| VlParts::load(dir, v, tokenizer.as_ref())).transpose()?;
         let mut eos_ids = generation_eos_ids(dir)?.unwrap_or_else(|| model.cfg.eos_token_id.clone());
         if let Some(t) = &tokenizer {
             for id in t.eos_token_ids() {
@@ -95,9 +96,9 @@ impl Engine {
         Ok(Engine { model, vl, tokenizer, eos_ids, dir: dir.to_path_buf(), gpu: None, audio })
     }
 
-    /// The text tokenizer. Errors when the checkpoint has no tokenizer.json.
+    /// The text tokenizer. Errors when the checkpoint has neither tokenizer.json nor tokenizer.model.
     pub fn tokenizer(&self) -> Result<&TextTokenizer> {
-        self.tokenizer.as_ref().ok_or_else(|| Error::Request(format!("{} has no tokenizer.json", self.dir.display())))
+        self.tokenizer.as_ref().ok_or_else(|| Error::Request(format!("{} has no tokenizer (neither tokenizer.json nor tokenizer.model)", self.dir.display())))
     }
 
     /// The text tokenizer, if the checkpoint has one.
