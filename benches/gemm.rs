@@ -25,6 +25,10 @@ use ernie_runtime::Tensor;
 use half::bf16;
 use rayon::prelude::*;
 
+#[path = "common/mod.rs"]
+mod common;
+use common::memory_bandwidth;
+
 const PREFILL_M: usize = 512;
 const SHAPES: [(&str, usize, usize); 4] = [("q_o", 2560, 2560), ("k_v", 512, 2560), ("gate_up", 1536, 2560), ("down", 2560, 1536)];
 /// Decode weights cycle through at least this many bytes of copies (beyond the L3).
@@ -49,20 +53,6 @@ fn rand_f32(n: usize, seed: u64) -> Vec<f32> {
     rand_bf16(n, seed).iter().map(|v| v.to_f32() * 10.0).collect()
 }
 
-/// Sustained read bandwidth, bytes/s: median of 5 parallel sums over 1 GiB (as benches/moe.rs).
-fn memory_bandwidth() -> f64 {
-    let buf: Vec<u64> = (0..(1usize << 27)).into_par_iter().map(|i| i as u64).collect();
-    let mut times: Vec<f64> = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            let s: u64 = buf.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b))).sum();
-            std::hint::black_box(s);
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    (buf.len() * 8) as f64 / times[2]
-}
 
 /// FMA peak, flop/s over all rayon threads: 16 (AVX-512) or 12 (AVX2) independent FMA chains per
 /// thread, all in registers (hides the FMA latency on two ports), median of 5. AVX-512 where present, else AVX2, else 0.

@@ -22,6 +22,10 @@ use ernie_runtime::{KvCache, Logits, MoeConfig, Tensor, TextConfig, Transformer,
 use half::bf16;
 use rayon::prelude::*;
 
+#[path = "common/mod.rs"]
+mod common;
+use common::memory_bandwidth;
+
 const H: usize = 2560;
 const E: usize = 64;
 const K: usize = 6;
@@ -70,20 +74,6 @@ fn moe_config() -> MoeConfig {
     MoeConfig { num_experts: E, top_k: K, moe_intermediate_size: I, moe_num_shared_experts: SHARED, moe_norm_min: 1e-12 }
 }
 
-/// Sustained read bandwidth, bytes/s: median of 5 parallel sums over 1 GiB.
-fn memory_bandwidth() -> f64 {
-    let buf: Vec<u64> = (0..(1usize << 27)).into_par_iter().map(|i| i as u64).collect();
-    let mut times: Vec<f64> = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            let s: u64 = buf.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b))).sum();
-            std::hint::black_box(s);
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    (buf.len() * 8) as f64 / times[2]
-}
 
 fn median_secs(mut f: impl FnMut(), n: usize) -> f64 {
     let mut v: Vec<f64> = (0..n)

@@ -9,7 +9,6 @@
 //!
 //! Run: `cargo bench --bench quant` (needs ~1.2 GB of RAM).
 
-use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ernie_runtime::ops::matmul_xwt;
@@ -17,6 +16,10 @@ use ernie_runtime::ops::quant::{qmatmul_xwt_on, Path, QScratch, QType, QWeight};
 use ernie_runtime::Tensor;
 use half::{bf16, f16};
 use rayon::prelude::*;
+
+#[path = "common/mod.rs"]
+mod common;
+use common::memory_bandwidth;
 
 /// hidden_size (k) of ERNIE-4.5-21B-A3B.
 const H: usize = 2560;
@@ -59,20 +62,6 @@ fn random_qweight(qt: QType) -> QWeight {
     QWeight::from_bytes(qt, rows, H, b).expect("sizes")
 }
 
-/// Sustained read bandwidth, bytes/s: median of 5 parallel sums over 1 GiB.
-fn memory_bandwidth() -> f64 {
-    let buf: Vec<u64> = (0..(1usize << 27)).into_par_iter().map(|i| i as u64).collect();
-    let mut times: Vec<f64> = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            let s: u64 = buf.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b))).sum();
-            std::hint::black_box(s);
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    (buf.len() * 8) as f64 / times[2]
-}
 
 fn bench_gemv(c: &mut Criterion) {
     eprintln!("read bandwidth (parallel sum over 1 GiB): {:.1} GB/s", memory_bandwidth() / 1e9);
