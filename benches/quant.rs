@@ -9,7 +9,6 @@
 //!
 //! Run: `cargo bench --bench quant` (needs ~1.2 GB of RAM).
 
-
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ernie_runtime::ops::matmul_xwt;
 use ernie_runtime::ops::quant::{qmatmul_xwt_on, Path, QScratch, QType, QWeight};
