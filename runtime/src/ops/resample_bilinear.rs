@@ -1,7 +1,11 @@
 //! Torch-exact bilinear resampling (`F.interpolate(mode="bilinear", align_corners=False)`, no
 //! antialias) and the 1×1 area pool, for the NFSP loop's accumulated latent (spec
-//! `ernie5-generation.md` §3.2). A minimal self-contained op; `ops/resample.rs` (the image decoder's
-//! bilinear / area family) supersedes it at merge.
+//! `ernie5-generation.md` §3.2). It sits beside `ops/resample.rs` (the image decoder's bilinear /
+//! area family) because the two are exact in different places: this plain-f32 form reproduces
+//! torch on the small grids of the NFSP schedule (the latent goldens are bit-equal), the FMA form
+//! in `resample.rs` reproduces torch's one-axis resizes of larger planes. torch's compiled kernel
+//! evidently rounds differently by path (scalar tail vs vectorised body); one op that picks the
+//! form the way torch does would serve both and is the TODO below.
 //!
 //! torch's CPU kernel (`UpSampleKernel.cpp`, `HelperInterpLinear`), restated: with
 //! `scale = in / out` in f32, source `x = max(scale·(dst + 0.5) − 0.5, 0)`, `i0 = min(⌊x⌋, in−1)`,
