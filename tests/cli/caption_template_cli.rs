@@ -50,6 +50,29 @@ fn caption_json_equals_transformers_greedy_ids_for_both_templates() {
 }
 
 #[test]
+fn caption_json_equals_transformers_greedy_ids_on_a_corpus_image() {
+    let g = greedy();
+    let runs = g["corpus_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        let name = run["template"].as_str().unwrap();
+        let dir = with_template(&template(name));
+        let out = ernie()
+            .args(["caption", "--model"])
+            .arg(dir.path())
+            .arg("--image")
+            .arg(repo_root().join(run["image"].as_str().unwrap()))
+            .args(["--prompt", run["prompt"].as_str().unwrap(), "--max-tokens", "8", "--temperature", "0", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(u32s(&v["token_ids"]), u32s(&run["greedy_ids"]), "{name} on {}", run["image"]);
+    }
+    assert_ne!(runs[0]["greedy_ids"], runs[1]["greedy_ids"]);
+}
+
+#[test]
 fn enable_thinking_reaches_the_template() {
     let dir = with_template(&template("fixture"));
     let prompt = greedy()["runs"][0]["prompt"].as_str().unwrap().to_string();

@@ -178,6 +178,8 @@ def main():
 
 
 GREEDY_NEW_TOKENS = 8
+# A bundled corpus picture (public domain), relative to the repository root.
+CORPUS_IMAGE = "assets/media/astronaut_rgb_512x512.png"
 
 
 def write_greedy(proc, check=False):
@@ -207,8 +209,27 @@ def write_greedy(proc, check=False):
         ids = seq[0, T:].tolist()
         assert len(ids) == GREEDY_NEW_TOKENS, ids
         runs.append({"template": tname, "prompt": text, "input_ids": enc["input_ids"][0].tolist(), "greedy_ids": ids})
+    # The same two templates on a bundled corpus picture (PD, assets/media/ATTRIBUTION.md), read
+    # losslessly from its PNG: the "greedy ids on a corpus image".
+    corpus = Image.open(os.path.join(ROOT, CORPUS_IMAGE)).convert("RGB")
+    corpus_runs = []
+    for tname, template, kwargs in TEMPLATES[:2]:
+        messages = [{"role": "user", "content": content_of([("image", corpus), ("text", text)])}]
+        enc = proc.apply_chat_template(messages, chat_template=template, add_generation_prompt=True,
+                                       tokenize=True, return_dict=True, return_tensors="pt", **kwargs)
+        gc = GenerationConfig(max_new_tokens=GREEDY_NEW_TOKENS, do_sample=False, eos_token_id=None, pad_token_id=0,
+                              bos_token_id=1, use_cache=True)
+        model.model.rope_deltas = None
+        with torch.no_grad():
+            seq = model.generate(**enc, generation_config=gc)
+        T = enc["input_ids"].shape[1]
+        ids = seq[0, T:].tolist()
+        assert len(ids) == GREEDY_NEW_TOKENS, ids
+        corpus_runs.append({"template": tname, "prompt": text, "image": CORPUS_IMAGE,
+                            "input_ids": enc["input_ids"][0].tolist(), "greedy_ids": ids})
     outputs["greedy.json"] = json.dumps({"generator": "tests/reference/make_vl_template_reference.py", "versions": PINNED,
-                                         "model_dir": "tests/fixtures/vl-moe-f32", "image": "image.png", "runs": runs},
+                                         "model_dir": "tests/fixtures/vl-moe-f32", "image": "image.png", "runs": runs,
+                                         "corpus_runs": corpus_runs},
                                         indent=1, ensure_ascii=False) + "\n"
 
     messages = [{"role": "user", "content": content_of([("image", reread), ("text", text)])}]
