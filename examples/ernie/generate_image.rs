@@ -2,6 +2,7 @@
 //! `visual_generation` head and a `vision_decoder/` (NFSP loop → image decoder → PNG); timings
 //! per scale, total and decoder on stderr.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use anyhow::{Context, Result};
 use ernie_runtime::infer::next_scale::ImageGenOptions;
 use ernie_runtime::tools::codec::image::{write_png, Rgb8};
 use ernie_runtime::{Engine, Prompt};
+use indicatif::{ProgressBar, ProgressStyle};
 use tokenizers_mm::ChatMessage;
 
 use crate::args::Sampling;
@@ -43,9 +45,24 @@ pub fn run(model: &Path, prompt: &str, out: &Path, sampling: &Sampling, cfg: f32
         ..ImageGenOptions::default()
     };
     let prompt = Prompt::Chat(vec![ChatMessage { role: "user".into(), content: prompt.to_string() }]);
-    let img = engine.generate_image(&prompt, &opts)?;
-    // TODO(#15): a live progress line per scale on a terminal needs a per-scale callback in the
-    // NFSP loop; the per-scale times are printed after the run. --routing-stats: not yet.
+    // A progress line per scale, only when stderr is a terminal (as caption does).
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = ProgressBar::new(0);
+        b.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} scales").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        b.set_message("generating");
+        b
+    });
+    let img = engine.generate_image_with(&prompt, &opts, &mut |k, n, _| {
+        if let Some(b) = &bar {
+            b.set_length(n as u64);
+            b.set_position(k as u64 + 1);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    // TODO(#15): --routing-stats for generated image tokens (the loop already records
+    // per-scale routing with `ImageGenOptions::trace_routing`).
     let n = img.latent.scale_seconds.len();
     for (k, s) in img.latent.scale_seconds.iter().enumerate() {
         if k + 1 < n {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::error::{option_err, unsupported};
-use crate::infer::next_scale::{generate_latent, ImageGenOptions, NextScaleOutput};
+use crate::infer::next_scale::{generate_latent_with, ImageGenOptions, NextScaleOutput};
 use crate::model::vision_decoder::{to_rgb8, VisionDecoder, VisionDecoderConfig};
 use crate::model::visual_gen::VisualGenHead;
 use crate::{Error, Result};
@@ -40,6 +40,12 @@ impl Engine {
     /// [`generate_latent`]; [`Error::Request`] when the tokenizer lacks the BOI token or
     /// `<|begin_of_sentence|>` (needed with cfg ≠ 1).
     pub fn generate_image_latent(&self, prompt: &Prompt, opts: &ImageGenOptions) -> Result<NextScaleOutput> {
+        self.generate_image_latent_with(prompt, opts, &mut |_, _, _| {})
+    }
+
+    /// [`Engine::generate_image_latent`] calling `on_scale(k, scales, seconds)` after each scale
+    /// ([`generate_latent_with`]).
+    pub fn generate_image_latent_with(&self, prompt: &Prompt, opts: &ImageGenOptions, on_scale: &mut dyn FnMut(usize, usize, f64)) -> Result<NextScaleOutput> {
         let vg = self.visual_generation()?;
         let head = VisualGenHead::open(self.dir(), &self.model.cfg, &vg)?;
         let tok = self.tokenizer()?;
@@ -48,7 +54,7 @@ impl Engine {
         let mut ids = self.encode_prompt(prompt)?;
         ids.push(boi);
         let uncond = if opts.cfg != 1.0 { vec![id(UNCOND_START)?, boi] } else { vec![] };
-        generate_latent(&self.model, &head, &vg, &ids, &uncond, opts)
+        generate_latent_with(&self.model, &head, &vg, &ids, &uncond, opts, on_scale)
     }
 }
 
@@ -122,8 +128,13 @@ impl Engine {
     /// Errors: as [`Engine::vision_decoder`] (checked before the loop runs) and
     /// [`Engine::generate_image_latent`]; decoder shape errors.
     pub fn generate_image(&self, prompt: &Prompt, opts: &ImageGenOptions) -> Result<GeneratedImage> {
+        self.generate_image_with(prompt, opts, &mut |_, _, _| {})
+    }
+
+    /// [`Engine::generate_image`] calling `on_scale(k, scales, seconds)` after each scale.
+    pub fn generate_image_with(&self, prompt: &Prompt, opts: &ImageGenOptions, on_scale: &mut dyn FnMut(usize, usize, f64)) -> Result<GeneratedImage> {
         let dec = self.vision_decoder()?;
-        let latent = self.generate_image_latent(prompt, opts)?;
+        let latent = self.generate_image_latent_with(prompt, opts, on_scale)?;
         let t0 = Instant::now();
         let (hf, wf) = latent.grid;
         let (pix, h, w) = dec.decode(&latent.latent, latent.channels, hf, wf)?; // [3, H, W] in [-1, 1]
