@@ -57,13 +57,17 @@ pub struct Args {
     /// Image generation: size in pixels, WxH (default: the checkpoint's size).
     #[arg(long)]
     size: Option<String>,
+    /// Image generation: write expert load per layer (prompt as text, generated image tokens as
+    /// `image_gen`) as JSON at PATH and a heatmap beside it (.png).
+    #[arg(long)]
+    routing_stats: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
     if let Some(out) = &args.output {
         let ext = out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
         return match ext.as_deref() {
-            Some("png") => crate::generate_image::run(&args.model, &args.prompt, out, &args.sampling, args.cfg, args.size.as_deref()),
+            Some("png") => crate::generate_image::run(&args.model, &args.prompt, out, &args.sampling, args.cfg, args.size.as_deref(), args.routing_stats.as_deref()),
             _ => anyhow::bail!("--output {}: unknown output kind (use .png for an image)", out.display()),
         };
     }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use ernie_runtime::infer::next_scale::ImageGenOptions;
 use ernie_runtime::tools::codec::image::{write_png, Rgb8};
+use ernie_runtime::tools::routing_stats::RoutingStats;
 use ernie_runtime::{Engine, Prompt};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokenizers_mm::ChatMessage;
@@ -24,8 +25,9 @@ pub fn parse_size(s: &str) -> Result<(usize, usize)> {
     parse().with_context(|| format!("--size {s}: expected WxH in pixels, e.g. 256x256"))
 }
 
-pub fn run(model: &Path, prompt: &str, out: &Path, sampling: &Sampling, cfg: f32, size: Option<&str>) -> Result<()> {
+pub fn run(model: &Path, prompt: &str, out: &Path, sampling: &Sampling, cfg: f32, size: Option<&str>, routing_stats: Option<&Path>) -> Result<()> {
     let t0 = Instant::now();
+    let stats_paths = routing_stats.map(crate::caption::routing_stats_paths).transpose()?;
     let engine = Engine::load(model).with_context(|| format!("loading {}", model.display()))?;
     let grid = match size {
         Some(s) => {
@@ -42,6 +44,7 @@ pub fn run(model: &Path, prompt: &str, out: &Path, sampling: &Sampling, cfg: f32
         top_p: sampling.top_p,
         seed: sampling.seed,
         grid,
+        trace_routing: stats_paths.is_some(),
         ..ImageGenOptions::default()
     };
     let prompt = Prompt::Chat(vec![ChatMessage { role: "user".into(), content: prompt.to_string() }]);
@@ -61,8 +64,12 @@ pub fn run(model: &Path, prompt: &str, out: &Path, sampling: &Sampling, cfg: f32
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    // TODO(#15): --routing-stats for generated image tokens (the loop already records
-    // per-scale routing with `ImageGenOptions::trace_routing`).
+    if let Some((json_path, png_path)) = &stats_paths {
+        let stats = RoutingStats::collect_image_generation(&engine.model, &img.latent.routing);
+        stats.write_json(json_path).with_context(|| format!("writing {}", json_path.display()))?;
+        stats.write_heatmap_png(png_path).with_context(|| format!("writing {}", png_path.display()))?;
+        eprintln!("routing statistics: {} and {}", json_path.display(), png_path.display());
+    }
     let n = img.latent.scale_seconds.len();
     for (k, s) in img.latent.scale_seconds.iter().enumerate() {
         if k + 1 < n {

@@ -180,3 +180,38 @@ fn server_png_equals_the_cli_png() {
         assert_eq!(status, 400, "{bad}: {v}");
     }
 }
+
+#[test]
+fn routing_stats_count_prompt_as_text_and_slots_as_image_gen() {
+    let ckpt = image_checkpoint();
+    let stats = ckpt.path().join("routing.json");
+    let out = ernie()
+        .args(["generate", "--model"])
+        .arg(ckpt.path())
+        .args(["--prompt", golden()["user_message"].as_str().unwrap(), "--output"])
+        .arg(ckpt.path().join("x.png"))
+        .args(["--temperature", "0", "--cfg", "3", "--routing-stats"])
+        .arg(&stats)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    let prompt_len = golden()["prompt_ids"].as_array().unwrap().len() as u64; // ends with BOI
+    let slots: u64 = [(2, 2), (3, 3), (4, 4)].iter().map(|(h, w)| h * w).sum::<u64>() + 1; // + the sum slot
+    assert_eq!(v["modalities"]["text"]["tokens"], prompt_len);
+    assert_eq!(v["modalities"]["image_gen"]["tokens"], slots);
+    assert!(ckpt.path().join("routing.png").is_file());
+}
+
+#[test]
+fn decoder_channels_must_equal_bits() {
+    let ckpt = image_checkpoint();
+    let cfg_path = ckpt.path().join("vision_decoder/config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["latent_channels"] = json!(8);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let out = generate(ckpt.path(), &ckpt.path().join("x.png"), &["--temperature", "0", "--cfg", "1"]);
+    let errs = error_lines(&out);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("latent_channels") && errs[0].contains("bits is 16"), "{}", errs[0]);
+}

@@ -87,9 +87,9 @@ impl Engine {
     pub fn vision_decoder(&self) -> Result<VisionDecoder> {
         let vg = self.visual_generation()?;
         let dir = self.vision_decoder_dir()?;
-        let dec = VisionDecoder::load(&dir)?;
-        check_decoder(dec.config(), &vg)?;
-        Ok(dec)
+        // The config first: a channel mismatch is named before the weights are read.
+        check_decoder(&VisionDecoderConfig::from_file(&dir.join("config.json"))?, &vg)?;
+        VisionDecoder::load(&dir)
     }
 
     /// The image sizes this checkpoint generates, `(width, height)` in pixels: the schedule's
