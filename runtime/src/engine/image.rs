@@ -80,7 +80,7 @@ impl Engine {
     /// Loads this checkpoint's `vision_decoder/` and checks it against `visual_generation`
     /// (`latent_channels == bits`). Loaded on each call (no cache in the engine yet).
     ///
-    /// Errors: [`Error::Unsupported`] when there is no `vision_decoder/` directory;
+    /// Errors: [`Error::Request`] when there is no `vision_decoder/` directory;
     /// [`Error::Config`] for `latent_channels != visual_generation.bits`; as
     /// [`VisionDecoder::load`].
     // TODO(#15): keep the loaded decoder in the engine so the server does not reload it per request.
@@ -145,9 +145,8 @@ impl Engine {
     fn vision_decoder_dir(&self) -> Result<PathBuf> {
         let dir = self.dir().join(VISION_DECODER_DIR);
         if !dir.is_dir() {
-            return Err(unsupported(
-                "this checkpoint has no vision_decoder/: it cannot generate images",
-                "add the image decoder (diffusers AutoencoderKL config.json and weights) as vision_decoder/",
+            return Err(Error::Request(
+                "this checkpoint has no vision_decoder/: it cannot generate images (add the image decoder, a diffusers AutoencoderKL config.json and weights, as vision_decoder/)".into(),
             ));
         }
         Ok(dir)
