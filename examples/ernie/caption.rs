@@ -162,7 +162,7 @@ fn default_prompt(images: usize, videos: usize) -> String {
 /// Where `--routing-stats PATH` writes: the JSON at PATH and the heatmap beside it as `.png`; a
 /// PATH ending in `.png` names the heatmap and the JSON goes beside it as `.json`. The folder
 /// must exist (checked before any compute).
-fn routing_stats_paths(path: &Path) -> Result<(PathBuf, PathBuf)> {
+pub(crate) fn routing_stats_paths(path: &Path) -> Result<(PathBuf, PathBuf)> {
     let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
     let (json, png) = if is_png { (path.with_extension("json"), path.to_path_buf()) } else { (path.to_path_buf(), path.with_extension("png")) };
     let dir = match path.parent() {

@@ -48,9 +48,29 @@ pub struct Args {
     /// with Q6_K for the LM head and some attn_v / ffn_down).
     #[arg(long)]
     quant: Option<QuantScheme>,
+    /// Generate media instead of text, the kind from the extension (.png: an image).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Image generation: classifier-free guidance scale (1 = off).
+    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
+    cfg: f32,
+    /// Image generation: size in pixels, WxH (default: the checkpoint's size).
+    #[arg(long)]
+    size: Option<String>,
+    /// Image generation: write expert load per layer (prompt as text, generated image tokens as
+    /// `image_gen`) as JSON at PATH and a heatmap beside it (.png).
+    #[arg(long)]
+    routing_stats: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(out) = &args.output {
+        let ext = out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        return match ext.as_deref() {
+            Some("png") => crate::generate_image::run(&args.model, &args.prompt, out, &args.sampling, args.cfg, args.size.as_deref(), args.routing_stats.as_deref()),
+            _ => anyhow::bail!("--output {}: unknown output kind (use .png for an image)", out.display()),
+        };
+    }
     if let (Some(q), DeviceSpec::Cuda(_)) = (args.quant, args.device) {
         let what = format!("--quant {q} with --device {}", args.device);
         return Err(ernie_runtime::Error::Unsupported { what, hint: "quantised weights run on the CPU: use --device cpu".into() }.into());

@@ -5,6 +5,7 @@ mod args;
 mod caption;
 mod codec;
 mod generate;
+mod generate_image;
 mod inspect;
 mod serve;
 

@@ -8,6 +8,7 @@
 //! stops the engine thread.
 
 mod api;
+mod images;
 mod routes;
 mod scheduler;
 

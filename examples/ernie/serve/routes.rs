@@ -33,6 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/images/generations", post(super::images::generations))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -60,7 +61,7 @@ async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
 }
 
 /// The body, or 413 past `--max-body-bytes` (axum's limit), or 400 if it could not be read.
-fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
     body.map_err(|rej| match rej.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -73,12 +74,12 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes
 }
 
 impl AppState {
-    fn ready(&self) -> Result<&Ready, ApiError> {
+    pub(super) fn ready(&self) -> Result<&Ready, ApiError> {
         self.ready.get().ok_or_else(ApiError::loading)
     }
 
     /// Requests name the model they want; only the served one exists (as vLLM answers: 404).
-    fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
+    pub(super) fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
         match model {
             Some(m) if m != self.model_id => {
                 Err(ApiError { param: Some("model"), ..ApiError::not_found("model_not_found", format!("model {m:?} is not served here (this server serves {:?})", self.model_id)) })

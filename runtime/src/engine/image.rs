@@ -5,8 +5,12 @@
 
 use super::{Engine, Prompt};
 use crate::config::{ModelConfig, VisualGenConfig};
-use crate::error::unsupported;
-use crate::infer::next_scale::{generate_latent, ImageGenOptions, NextScaleOutput};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::error::{option_err, unsupported};
+use crate::infer::next_scale::{generate_latent_with, ImageGenOptions, NextScaleOutput};
+use crate::model::vision_decoder::{to_rgb8, VisionDecoder, VisionDecoderConfig};
 use crate::model::visual_gen::VisualGenHead;
 use crate::{Error, Result};
 
@@ -36,6 +40,12 @@ impl Engine {
     /// [`generate_latent`]; [`Error::Request`] when the tokenizer lacks the BOI token or
     /// `<|begin_of_sentence|>` (needed with cfg ≠ 1).
     pub fn generate_image_latent(&self, prompt: &Prompt, opts: &ImageGenOptions) -> Result<NextScaleOutput> {
+        self.generate_image_latent_with(prompt, opts, &mut |_, _, _| {})
+    }
+
+    /// [`Engine::generate_image_latent`] calling `on_scale(k, scales, seconds)` after each scale
+    /// ([`generate_latent_with`]).
+    pub fn generate_image_latent_with(&self, prompt: &Prompt, opts: &ImageGenOptions, on_scale: &mut dyn FnMut(usize, usize, f64)) -> Result<NextScaleOutput> {
         let vg = self.visual_generation()?;
         let head = VisualGenHead::open(self.dir(), &self.model.cfg, &vg)?;
         let tok = self.tokenizer()?;
@@ -44,6 +54,112 @@ impl Engine {
         let mut ids = self.encode_prompt(prompt)?;
         ids.push(boi);
         let uncond = if opts.cfg != 1.0 { vec![id(UNCOND_START)?, boi] } else { vec![] };
-        generate_latent(&self.model, &head, &vg, &ids, &uncond, opts)
+        generate_latent_with(&self.model, &head, &vg, &ids, &uncond, opts, on_scale)
     }
+}
+
+/// The `vision_decoder/` subdirectory of a checkpoint (spec `ernie5-generation.md` §1).
+pub const VISION_DECODER_DIR: &str = "vision_decoder";
+
+/// One generated image: 8-bit RGB pixels and the NFSP run that produced them.
+#[derive(Clone, Debug)]
+pub struct GeneratedImage {
+    /// Interleaved RGB `[height, width, 3]` bytes ([`crate::model::vision_decoder::to_rgb8`]).
+    pub rgb8: Vec<u8>,
+    /// Pixels per row.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+    /// The NFSP loop's bits, latent `[d, H_f, W_f]`, per-scale seconds and routing.
+    pub latent: NextScaleOutput,
+    /// Wall seconds of the image decoder (loading excluded).
+    pub decoder_seconds: f64,
+}
+
+impl Engine {
+    /// Loads this checkpoint's `vision_decoder/` and checks it against `visual_generation`
+    /// (`latent_channels == bits`). Loaded on each call (no cache in the engine yet).
+    ///
+    /// Errors: [`Error::Request`] when there is no `vision_decoder/` directory;
+    /// [`Error::Config`] for `latent_channels != visual_generation.bits`; as
+    /// [`VisionDecoder::load`].
+    // TODO(#15): keep the loaded decoder in the engine so the server does not reload it per request.
+    pub fn vision_decoder(&self) -> Result<VisionDecoder> {
+        let vg = self.visual_generation()?;
+        let dir = self.vision_decoder_dir()?;
+        // The config first: a channel mismatch is named before the weights are read.
+        check_decoder(&VisionDecoderConfig::from_file(&dir.join("config.json"))?, &vg)?;
+        VisionDecoder::load(&dir)
+    }
+
+    /// The image sizes this checkpoint generates, `(width, height)` in pixels: the schedule's
+    /// final grid times the decoder's downsampling `2^(len(block_out_channels) − 1)`.
+    ///
+    /// Errors: as [`Engine::vision_decoder`] (config only: the weights are not read).
+    pub fn image_sizes(&self) -> Result<Vec<(usize, usize)>> {
+        let vg = self.visual_generation()?;
+        let cfg = VisionDecoderConfig::from_file(&self.vision_decoder_dir()?.join("config.json"))?;
+        check_decoder(&cfg, &vg)?;
+        let (h, w) = vg.final_grid();
+        let f = cfg.downscale();
+        Ok(vec![(w * f, h * f)])
+    }
+
+    /// The token grid `(H_f, W_f)` of an image of `width × height` pixels (for
+    /// [`ImageGenOptions::grid`]).
+    ///
+    /// Errors: [`Error::InvalidOption`] (`size`) naming the valid sizes when it is not one;
+    /// as [`Engine::image_sizes`].
+    pub fn image_grid(&self, width: usize, height: usize) -> Result<(usize, usize)> {
+        let sizes = self.image_sizes()?;
+        if !sizes.contains(&(width, height)) {
+            let valid: Vec<String> = sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect();
+            return Err(option_err("size", format!("{width}x{height} is not a size this checkpoint generates (valid: {})", valid.join(", "))));
+        }
+        Ok(self.visual_generation()?.final_grid())
+    }
+
+    /// Generates one image: [`Engine::generate_image_latent`], then the image decoder on the
+    /// latent as a diffusers pipeline would ([`VisionDecoder::decode`]: `latent / scaling_factor
+    /// + shift_factor`, clamp to [−1, 1]), then [`to_rgb8`]. The loop's latent is the unscaled
+    /// BSQ sum; Infinity-style decoders store `scaling_factor` 1 and no shift, so it reaches the
+    /// decoder unchanged there, and a decoder storing other factors gets the pipeline's scaling.
+    ///
+    /// Errors: as [`Engine::vision_decoder`] (checked before the loop runs) and
+    /// [`Engine::generate_image_latent`]; decoder shape errors.
+    pub fn generate_image(&self, prompt: &Prompt, opts: &ImageGenOptions) -> Result<GeneratedImage> {
+        self.generate_image_with(prompt, opts, &mut |_, _, _| {})
+    }
+
+    /// [`Engine::generate_image`] calling `on_scale(k, scales, seconds)` after each scale.
+    pub fn generate_image_with(&self, prompt: &Prompt, opts: &ImageGenOptions, on_scale: &mut dyn FnMut(usize, usize, f64)) -> Result<GeneratedImage> {
+        let dec = self.vision_decoder()?;
+        let latent = self.generate_image_latent_with(prompt, opts, on_scale)?;
+        let t0 = Instant::now();
+        let (hf, wf) = latent.grid;
+        let (pix, h, w) = dec.decode(&latent.latent, latent.channels, hf, wf)?; // [3, H, W] in [-1, 1]
+        let rgb8 = to_rgb8(&pix, h, w)?;
+        Ok(GeneratedImage { rgb8, width: w, height: h, latent, decoder_seconds: t0.elapsed().as_secs_f64() })
+    }
+
+    fn vision_decoder_dir(&self) -> Result<PathBuf> {
+        let dir = self.dir().join(VISION_DECODER_DIR);
+        if !dir.is_dir() {
+            return Err(Error::Request(
+                "this checkpoint has no vision_decoder/: it cannot generate images (add the image decoder, a diffusers AutoencoderKL config.json and weights, as vision_decoder/)".into(),
+            ));
+        }
+        Ok(dir)
+    }
+}
+
+/// `latent_channels` must equal the bits per token (spec §4).
+fn check_decoder(cfg: &VisionDecoderConfig, vg: &VisualGenConfig) -> Result<()> {
+    if cfg.latent_channels != vg.bits {
+        return Err(Error::Config {
+            key: "vision_decoder/config.json: latent_channels".into(),
+            reason: format!("is {}, but visual_generation.bits is {}: the decoder must take one channel per bit", cfg.latent_channels, vg.bits),
+        });
+    }
+    Ok(())
 }

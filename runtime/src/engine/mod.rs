@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use tokenizers_mm::{ChatMessage, TextTokenizer};
 
+pub use image::{GeneratedImage, VISION_DECODER_DIR};
 pub use embed::{EmbedInput, EmbedOptions, Embedding, Media, END_OF_SENTENCE};
 pub use media::{stream_config_for, MediaInput, StreamOptions, VlParts};
 

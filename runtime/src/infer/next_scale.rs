@@ -145,6 +145,20 @@ pub fn generate_latent(
     uncond_ids: &[u32],
     opts: &ImageGenOptions,
 ) -> Result<NextScaleOutput> {
+    generate_latent_with(model, head, vg, prompt_ids, uncond_ids, opts, &mut |_, _, _| {})
+}
+
+/// [`generate_latent`] calling `on_scale(k, scales, seconds)` after each scale k (0-based) is
+/// sampled: a front end's progress line.
+pub fn generate_latent_with(
+    model: &Transformer,
+    head: &VisualGenHead,
+    vg: &VisualGenConfig,
+    prompt_ids: &[u32],
+    uncond_ids: &[u32],
+    opts: &ImageGenOptions,
+    on_scale: &mut dyn FnMut(usize, usize, f64),
+) -> Result<NextScaleOutput> {
     let (d, (hf, wf)) = (vg.bits, vg.final_grid());
     check_options(vg, opts)?;
     if head.bits != d || head.n_scale_rows != vg.scales.len() + 1 || head.hidden != model.cfg.hidden_size {
@@ -201,6 +215,7 @@ pub fn generate_latent(
         bits_out.push(bits);
         let dt = t0_or(&t0, &seconds);
         seconds.push(dt);
+        on_scale(k, vg.scales.len(), dt);
     }
 
     // The sum slot: the whole latent pooled to 1×1, predicting EOI with the text head.

@@ -77,13 +77,21 @@ pub fn decode_latent(vae: &VisionDecoder, latent: &[f32], [c, h, w]: [usize; 3])
     Ok(Rgb8 { data: to_rgb8(&pix, oh, ow)?, height: oh, width: ow })
 }
 
-/// Writes `img` as an 8-bit RGB PNG. Errors: [`Error::Io`] naming `path`.
-pub fn write_png(img: &Rgb8, path: &Path) -> Result<()> {
-    let io_err = |e: io::Error| Error::Io { path: path.to_path_buf(), source: e };
-    let (w, h) = (u32::try_from(img.width).map_err(|_| io_err(io::Error::other("width")))?, u32::try_from(img.height).map_err(|_| io_err(io::Error::other("height")))?);
+/// `img` encoded as an 8-bit RGB PNG file's bytes.
+///
+/// Errors: [`Error::Request`] for sides beyond `u32` or a buffer that is not `[h, w, 3]`.
+pub fn png_bytes(img: &Rgb8) -> Result<Vec<u8>> {
+    let side = |v: usize| u32::try_from(v).map_err(|_| Error::Request(format!("image side {v} is too large for PNG")));
+    let (w, h) = (side(img.width)?, side(img.height)?);
     let mut png = Vec::new();
-    PngEncoder::new(&mut png).write_image(&img.data, w, h, ExtendedColorType::Rgb8).map_err(|e| io_err(io::Error::other(e)))?;
-    std::fs::write(path, png).map_err(io_err)
+    PngEncoder::new(&mut png).write_image(&img.data, w, h, ExtendedColorType::Rgb8).map_err(|e| Error::Request(format!("PNG encoding: {e}")))?;
+    Ok(png)
+}
+
+/// Writes `img` as an 8-bit RGB PNG ([`png_bytes`]). Errors: as [`png_bytes`]; [`Error::Io`]
+/// naming `path`.
+pub fn write_png(img: &Rgb8, path: &Path) -> Result<()> {
+    std::fs::write(path, png_bytes(img)?).map_err(|e: io::Error| Error::Io { path: path.to_path_buf(), source: e })
 }
 
 /// `ernie codec decode --latent`: reads the latent, decodes, writes the PNG; returns the image.

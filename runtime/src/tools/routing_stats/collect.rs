@@ -4,6 +4,7 @@
 use tokenizers_mm::TokenStream;
 
 use super::RoutingStats;
+use crate::infer::next_scale::ForwardRouting;
 use crate::model::decoder::{Mlp, Transformer};
 use crate::nn::trace::Trace;
 
@@ -34,6 +35,29 @@ impl RoutingStats {
                 for g in groups {
                     stats.add(layer, 0, num_experts(model, layer, g.group), g.routing.top_k, &g.routing.expert_ids);
                 }
+            }
+        }
+        stats
+    }
+}
+
+/// Modality id of generated image tokens (the NFSP loop's slots and sum slot).
+pub const IMAGE_GEN_MODALITY: u8 = 4;
+
+impl RoutingStats {
+    /// Expert load of one image generation ([`crate::infer::next_scale::NextScaleOutput::routing`],
+    /// recorded with `trace_routing`): the prompt forward as text (its last row, BOI, included),
+    /// every scale's slots and the sum slot as generated image tokens ([`IMAGE_GEN_MODALITY`]).
+    pub fn collect_image_generation(model: &Transformer, forwards: &[ForwardRouting]) -> RoutingStats {
+        let mut stats = RoutingStats::new();
+        for f in forwards {
+            let modality = if f.scale.is_some() { IMAGE_GEN_MODALITY } else { 0 };
+            for (&layer, r) in &f.layers {
+                let e = match num_experts(model, layer, 0) {
+                    0 => r.expert_ids.iter().map(|&i| i as usize + 1).max().unwrap_or(0),
+                    e => e,
+                };
+                stats.add(layer, modality, e, r.top_k, &r.expert_ids);
             }
         }
         stats

@@ -29,9 +29,10 @@ use serde_json::{json, Value};
 use crate::{Error, Result};
 
 mod collect;
+pub use collect::IMAGE_GEN_MODALITY;
 
 /// Modality names by id (the `modality` argument of [`RoutingStats::add`]).
-pub const MODALITY_NAMES: [&str; 4] = ["text", "image", "video", "audio"];
+pub const MODALITY_NAMES: [&str; 5] = ["text", "image", "video", "audio", "image_gen"];
 
 /// Side of one heatmap cell, pixels, including its 1 px grid line (top/left edge).
 const CELL_PX: u32 = 12;
@@ -95,9 +96,9 @@ impl Table<'_> {
 /// Expert load per MoE layer and modality; see the module docs.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RoutingStats {
-    /// By modality id (0 text, 1 image, 2 video, 3 audio).
-    modalities: [Option<ModalityStats>; 4],
-    /// Tokens passed with a modality id > 3 (not counted anywhere else).
+    /// By modality id (0 text, 1 image, 2 video, 3 audio, 4 generated image tokens).
+    modalities: [Option<ModalityStats>; 5],
+    /// Tokens passed with a modality id > 4 (not counted anywhere else).
     unknown_modality_tokens: u64,
 }
 
