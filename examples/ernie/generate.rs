@@ -48,6 +48,13 @@ pub struct Args {
     /// with Q6_K for the LM head and some attn_v / ffn_down).
     #[arg(long)]
     quant: Option<QuantScheme>,
+    /// Write generated media instead of text; the modality follows the extension (`.wav`:
+    /// speech, on an ERNIE 5.0 checkpoint with audio parts and `audio_codec/`).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Longest audio to generate with `--output x.wav`, seconds (the model may end earlier).
+    #[arg(long, default_value_t = 20.0)]
+    max_seconds: f64,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -65,6 +72,12 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         Prompt::Chat(vec![ChatMessage { role: "user".into(), content: args.prompt.clone() }])
     };
+    if let Some(out) = args.output.as_deref() {
+        if crate::speech::is_wav(out) {
+            return crate::speech::run(&engine, &prompt, out, args.max_seconds, &args.sampling, args.format);
+        }
+        anyhow::bail!("--output {}: unknown output type (use .wav for speech)", out.display());
+    }
     let ids = engine.encode_prompt(&prompt)?;
     let req = args.sampling.request();
     let stream = matches!(args.format, Format::Text);

@@ -15,3 +15,4 @@ mod generate_cli;
 mod inspect_cli;
 mod server;
 mod spm_cli;
+mod speech_cli;

@@ -10,6 +10,7 @@
 //! the multi-scale BSQ round trip (image → encoder → residual bits over a scale schedule → PNG).
 
 pub mod image;
+pub mod speech;
 pub mod wav;
 
 use std::path::Path;
