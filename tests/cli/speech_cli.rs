@@ -177,3 +177,78 @@ fn caption_audio_equals_the_library_on_the_codec_codes() {
     let out = ernie().args(["caption", "--model"]).arg(&dir).args(["--audio", "a.wav", "--image"]).arg(&img).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--audio cannot be mixed"));
 }
+
+/// `ernie serve` on `dir` (port 0), killed on drop; `base` once `/health` answers 200.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(dir: &Path) -> (Serve, String, ureq::Agent) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = ernie()
+        .args(["serve", "--model"])
+        .arg(dir)
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+    });
+    let server = Serve(child);
+    let base = format!("http://{}", rx.recv_timeout(Duration::from_secs(60)).expect("server address"));
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(120))).build().into();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while agent.get(&format!("{base}/health")).call().map(|r| r.status().as_u16()).ok() != Some(200) {
+        assert!(Instant::now() < deadline, "server never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (server, base, agent)
+}
+
+#[test]
+fn audio_speech_returns_the_cli_wav_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = checkpoint(tmp.path(), true);
+    let wav = tmp.path().join("cli.wav");
+    let out = ernie()
+        .args(["generate", "--model"])
+        .arg(&dir)
+        .args(["--prompt", PROMPT, "--output"])
+        .arg(&wav)
+        .args(["--temperature", "0", "--max-seconds", "0.64"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli = std::fs::read(&wav).unwrap();
+
+    let (_server, base, agent) = serve(&dir);
+    let url = format!("{base}/v1/audio/speech");
+    let post = |body: serde_json::Value| {
+        let mut r = agent.post(&url).header("content-type", "application/json").send(body.to_string()).unwrap();
+        let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        (r.status().as_u16(), ct, r.body_mut().read_to_vec().unwrap())
+    };
+    let (status, ct, bytes) = post(serde_json::json!({"input": PROMPT, "voice": "alloy", "response_format": "wav", "temperature": 0, "max_seconds": 0.64}));
+    assert_eq!((status, ct.as_str()), (200, "audio/wav"), "{}", String::from_utf8_lossy(&bytes));
+    assert!(bytes.len() > 44);
+    assert_eq!(bytes, cli, "the server's WAV is the CLI's, byte for byte");
+    let (status, _, body) = post(serde_json::json!({"input": PROMPT, "voice": "alloy", "response_format": "mp3"}));
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("response_format"));
+}

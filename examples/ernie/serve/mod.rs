@@ -10,6 +10,7 @@
 mod api;
 mod routes;
 mod scheduler;
+mod speech;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
