@@ -252,3 +252,32 @@ fn audio_speech_returns_the_cli_wav_bytes() {
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&body).contains("response_format"));
 }
+
+#[test]
+fn chat_input_audio_equals_caption_audio() {
+    use base64::Engine as _;
+    use ernie_runtime::tools::codec::speech::encode_audio_for_model;
+    use ernie_runtime::GenerateRequest;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = checkpoint(tmp.path(), true);
+    shrink_codebooks(&dir, 16);
+    let wav = tmp.path().join("speech.wav");
+    golden_clip_wav("speech", &wav);
+    let engine = Engine::load(&dir).unwrap();
+    let codes = encode_audio_for_model(&engine, &engine.load_audio_codec().unwrap(), &wav).unwrap();
+    let lib = engine.caption_audio_codes(&codes, "What is said?", &GenerateRequest { sampling: Default::default(), max_new_tokens: 6 }).unwrap();
+
+    let (_server, base, agent) = serve(&dir);
+    let data = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&wav).unwrap());
+    let body = serde_json::json!({"messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}},
+        {"type": "text", "text": "What is said?"}]}],
+        "max_tokens": 6, "temperature": 0, "return_token_ids": true});
+    let mut r = agent.post(&format!("{base}/v1/chat/completions")).header("content-type", "application/json").send(body.to_string()).unwrap();
+    let text = r.body_mut().read_to_string().unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ids = u32s(&v["choices"][0]["token_ids"]);
+    assert_eq!(ids, lib.token_ids, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"].as_str(), Some(lib.text.as_str()));
+}

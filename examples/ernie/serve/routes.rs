@@ -185,6 +185,7 @@ async fn chat_completions(State(st): State<Arc<AppState>>, body: Result<Bytes, B
                 let stream = engine.build_stream_with(&prompt, &stream_opts, media)?;
                 Ok(PromptInput::Stream(Box::new(stream)))
             }
+            ChatPrompt::Audio { text, audio, format } => super::speech::audio_prompt(&engine, text, &audio, &format),
         }
     })
     .await

@@ -14,12 +14,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use ernie_runtime::tools::codec::speech::{frames_for_seconds, generate_speech};
+use ernie_runtime::tools::codec::speech::{encode_audio_bytes_for_model, frames_for_seconds, generate_speech};
 use ernie_runtime::{AudioGenOptions, Prompt, SamplingParams};
 use serde::Deserialize;
 use tokenizers_mm::ChatMessage;
 
-use super::api::{parse_body, ApiError};
+use super::api::{parse_body, ApiError, ChatPrompt, InMessage};
+use super::scheduler::PromptInput;
 use super::AppState;
 
 #[derive(Deserialize)]
@@ -73,4 +74,53 @@ pub async fn audio_speech(State(st): State<Arc<AppState>>, body: Result<Bytes, B
     .await
     .map_err(|_| ApiError::internal("speech task failed"))??;
     Ok(([(CONTENT_TYPE, "audio/wav")], wav).into_response())
+}
+
+/// An `input_audio` chat (OpenAI's `{"type": "input_audio", "input_audio": {"data": base64,
+/// "format": "wav"}}`): `None` when no message has an audio part; else exactly one user message
+/// holding one clip and text parts (joined with newlines), or a 400 saying what is allowed.
+pub fn audio_chat(messages: &[InMessage]) -> Result<Option<ChatPrompt>, ApiError> {
+    use base64::Engine as _;
+    let is_audio = |p: &serde_json::Value| p.get("type").and_then(serde_json::Value::as_str) == Some("input_audio");
+    let has_audio = |m: &InMessage| m.content.as_array().is_some_and(|parts| parts.iter().any(is_audio));
+    if !messages.iter().any(has_audio) {
+        return Ok(None);
+    }
+    let bad = |m: &str| ApiError::bad_param("messages", m.to_string());
+    let [m] = messages else { return Err(bad("an input_audio part must come in a single user message (no other messages yet)")) };
+    if m.role != "user" {
+        return Err(bad("an input_audio part must be in a user message"));
+    }
+    let parts = m.content.as_array().map(Vec::as_slice).unwrap_or_default();
+    let (mut text, mut audio) = (Vec::new(), None);
+    for p in parts {
+        match p.get("type").and_then(serde_json::Value::as_str) {
+            Some("text") => text.push(p.get("text").and_then(serde_json::Value::as_str).ok_or_else(|| bad("a text part needs a string `text`"))?),
+            Some("input_audio") if audio.is_none() => audio = Some(p),
+            Some("input_audio") => return Err(bad("one input_audio part per request for now")),
+            _ => return Err(bad("an input_audio part cannot be mixed with images or other media yet")),
+        }
+    }
+    let Some(part) = audio else { return Err(bad("no input_audio part")) };
+    let data = part.pointer("/input_audio/data").and_then(serde_json::Value::as_str).ok_or_else(|| bad("input_audio needs a base64 string `data`"))?;
+    let format = part.pointer("/input_audio/format").and_then(serde_json::Value::as_str).unwrap_or("wav");
+    if !format.chars().all(|c| c.is_ascii_alphanumeric()) || format.is_empty() {
+        return Err(bad("input_audio.format must be a file extension such as \"wav\""));
+    }
+    let audio = base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|e| bad(&format!("input_audio.data is not valid base64: {e}")))?;
+    Ok(Some(ChatPrompt::Audio { text: text.join("\n"), audio, format: format.to_string() }))
+}
+
+/// The prompt of an [`ChatPrompt::Audio`] chat: the clip → codec codes (the model's levels) →
+/// the audio question's ids, as `ernie caption --audio` builds them.
+pub fn audio_prompt(engine: &ernie_runtime::Engine, text: String, audio: &[u8], format: &str) -> Result<PromptInput, ApiError> {
+    if let Err(e) = engine.audio() {
+        return Err(ApiError::bad_param("messages", format!("audio inputs are not supported: {e}")));
+    }
+    let codec = engine.load_audio_codec().map_err(|e| ApiError::bad_param("messages", e.to_string()))?;
+    let name = std::path::PathBuf::from(format!("input_audio.{format}"));
+    let codes = encode_audio_bytes_for_model(engine, &codec, audio, &name).map_err(|e| ApiError::bad_param("messages", e.to_string()))?;
+    let frames = codes.first().map_or(0, Vec::len);
+    let (ids, _) = engine.audio_prompt_ids(frames, &text)?;
+    Ok(PromptInput::Audio { ids, codes, text })
 }

@@ -124,3 +124,12 @@ pub fn encode_audio_for_model(engine: &Engine, codec: &MimiCodec, path: &std::pa
     let levels = engine.audio()?.num_levels();
     Ok(super::encode_audio_file(codec, path, Some(levels))?.codes)
 }
+
+/// [`encode_audio_for_model`] on the bytes of an audio file ([`super::read_audio_bytes`]; `name`
+/// is the format hint): the path of the server's `input_audio` parts.
+///
+/// Errors: as [`encode_audio_for_model`].
+pub fn encode_audio_bytes_for_model(engine: &Engine, codec: &MimiCodec, bytes: &[u8], name: &std::path::Path) -> Result<Vec<Vec<u32>>> {
+    let levels = engine.audio()?.num_levels();
+    codec.encode(&super::read_audio_bytes(codec, bytes, name)?, levels)
+}
