@@ -43,23 +43,23 @@ impl Speech {
     }
 }
 
-/// Frames to generate for `seconds` of audio at the codec's frame rate (at least one).
+/// Frames to generate for `seconds` of audio at the codec's frame rate (rounded up).
 ///
 /// Errors ([`Error::Request`], naming `max_seconds`): a negative, non-finite or too long value
 /// (over the codec's [`MimiCodec::max_frames`]).
 pub fn frames_for_seconds(codec: &MimiCodec, seconds: f64) -> Result<usize> {
     let frames = (seconds * codec.frame_rate()).ceil();
-    if !frames.is_finite() || frames < 0.0 || frames > codec.max_frames() as f64 {
+    if !frames.is_finite() || frames < 1.0 || frames > codec.max_frames() as f64 {
         return Err(Error::Request(format!(
             "max_seconds {seconds} is out of range: 0 < max_seconds ≤ {:.1}",
             codec.max_frames() as f64 / codec.frame_rate()
         )));
     }
-    Ok((frames as usize).max(1))
+    Ok(frames as usize)
 }
 
 /// Generates speech for `prompt` into `out` as an f32 mono WAV, decoding each frame as it is
-/// sampled; `on_frame(frames_so_far)` runs after each frame is written (progress).
+/// sampled; `on_frame(frames_so_far)` runs as each frame arrives (progress).
 ///
 /// A codec whose config cannot stream is decoded whole at the end (same samples).
 /// Errors: [`Engine::generate_audio_codes_with`]'s, the codec's decode errors, [`Error::Io`]
@@ -81,6 +81,7 @@ pub fn generate_speech<W: Write + Seek>(
     let mut samples = 0usize;
     let mut failed: Option<Error> = None;
     let codes = engine.generate_audio_codes_with(prompt, opts, &mut |i, frame| {
+        on_frame(i + 1);
         let Some(s) = stream.as_mut() else { return };
         if failed.is_some() {
             return;
@@ -90,7 +91,6 @@ pub fn generate_speech<W: Write + Seek>(
             Ok(n) => samples += n,
             Err(e) => failed = Some(e),
         }
-        on_frame(i + 1);
     })?;
     if let Some(e) = failed {
         return Err(e);
