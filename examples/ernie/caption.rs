@@ -29,6 +29,10 @@ pub struct Args {
     /// A video to caption (repeatable; needs a build with `--features ffmpeg`, except GIFs).
     #[arg(long = "video")]
     videos: Vec<PathBuf>,
+    /// An audio clip to caption (WAV, FLAC, MP3, …) with an ERNIE 5.0 checkpoint that has audio
+    /// parts and `audio_codec/`; alone, not with --image / --video.
+    #[arg(long)]
+    audio: Option<PathBuf>,
     /// The instruction. `<image>` / `<video>` markers place the media inside it; without markers
     /// the media come first. Default: "Describe this image." / "Describe this video.".
     #[arg(long)]
@@ -65,6 +69,13 @@ pub fn run(args: Args) -> Result<()> {
         if looks_like_video(image) {
             bail!("{} looks like a video file; pass it with --video", image.display());
         }
+    }
+    if let Some(audio) = &args.audio {
+        if !args.images.is_empty() || !args.videos.is_empty() {
+            bail!("--audio cannot be mixed with --image / --video yet: caption the audio alone");
+        }
+        let Some(model) = &args.model else { bail!("--audio needs --model: an ERNIE 5.0 checkpoint with audio parts") };
+        return crate::caption_audio::run(model, audio, args.prompt.as_deref(), &args.sampling, args.format);
     }
     let model_dir = match &args.model {
         Some(dir) => dir.clone(),

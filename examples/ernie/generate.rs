@@ -48,7 +48,8 @@ pub struct Args {
     /// with Q6_K for the LM head and some attn_v / ffn_down).
     #[arg(long)]
     quant: Option<QuantScheme>,
-    /// Generate media instead of text, the kind from the extension (.png: an image).
+    /// Generate media instead of text, the kind from the extension (.png: an image; .wav: speech, on an ERNIE 5.0
+    /// checkpoint with audio parts and `audio_codec/`).
     #[arg(long)]
     output: Option<PathBuf>,
     /// Image generation: classifier-free guidance scale (1 = off).
@@ -61,15 +62,22 @@ pub struct Args {
     /// `image_gen`) as JSON at PATH and a heatmap beside it (.png).
     #[arg(long)]
     routing_stats: Option<PathBuf>,
+    /// Longest audio to generate with `--output x.wav`, seconds (the model may end earlier).
+    #[arg(long, default_value_t = 20.0)]
+    max_seconds: f64,
 }
 
 pub fn run(args: Args) -> Result<()> {
     if let Some(out) = &args.output {
         let ext = out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-        return match ext.as_deref() {
-            Some("png") => crate::generate_image::run(&args.model, &args.prompt, out, &args.sampling, args.cfg, args.size.as_deref(), args.routing_stats.as_deref()),
-            _ => anyhow::bail!("--output {}: unknown output kind (use .png for an image)", out.display()),
-        };
+        match ext.as_deref() {
+            Some("png") => {
+                return crate::generate_image::run(&args.model, &args.prompt, out, &args.sampling, args.cfg, args.size.as_deref(), args.routing_stats.as_deref())
+            }
+            // Speech needs the loaded engine: handled below.
+            Some("wav") => {}
+            _ => anyhow::bail!("--output {}: unknown output kind (use .png for an image or .wav for speech)", out.display()),
+        }
     }
     if let (Some(q), DeviceSpec::Cuda(_)) = (args.quant, args.device) {
         let what = format!("--quant {q} with --device {}", args.device);
@@ -85,6 +93,12 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         Prompt::Chat(vec![ChatMessage { role: "user".into(), content: args.prompt.clone() }])
     };
+    if let Some(out) = args.output.as_deref() {
+        if crate::speech::is_wav(out) {
+            return crate::speech::run(&engine, &prompt, out, args.max_seconds, &args.sampling, args.format);
+        }
+        anyhow::bail!("--output {}: unknown output type (use .wav for speech)", out.display());
+    }
     let ids = engine.encode_prompt(&prompt)?;
     let req = args.sampling.request();
     let stream = matches!(args.format, Format::Text);

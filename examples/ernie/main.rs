@@ -3,7 +3,9 @@
 
 mod args;
 mod caption;
+mod caption_audio;
 mod codec;
+mod speech;
 mod generate;
 mod generate_image;
 mod inspect;

@@ -16,3 +16,4 @@ mod generate_image_cli;
 mod inspect_cli;
 mod server;
 mod spm_cli;
+mod speech_cli;

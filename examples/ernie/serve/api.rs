@@ -218,6 +218,9 @@ impl ChatRequest {
 pub enum ChatPrompt {
     Text(Vec<ChatMessage>),
     Media { messages: Vec<MmMessage>, images: Vec<Vec<u8>> },
+    /// One user message with one `input_audio` clip (the file's bytes, its `format`) and text:
+    /// an ERNIE 5.0 audio question (`ernie caption --audio`).
+    Audio { text: String, audio: Vec<u8>, format: String },
 }
 
 /// Turns OpenAI messages into a [`ChatPrompt`]. Images come inline as `data:` URIs (base64);
@@ -226,6 +229,9 @@ pub enum ChatPrompt {
 pub fn chat_messages(messages: &[InMessage]) -> Result<ChatPrompt, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::bad_param("messages", "messages must not be empty"));
+    }
+    if let Some(audio) = super::speech::audio_chat(messages)? {
+        return Ok(audio);
     }
     let mut images = Vec::new();
     let mut parsed = Vec::with_capacity(messages.len());
@@ -266,7 +272,7 @@ fn message_parts(i: usize, content: &Value, images: &mut Vec<Vec<u8>>) -> Result
                 images.push(data_uri_bytes(url).map_err(|m| bad(format!("image_url: {m}")))?);
                 out.push(Part::Media(MediaKind::Image));
             }
-            Some("input_audio") => return Err(bad("audio inputs are not supported: ERNIE-4.5-VL reads images and video".into())),
+            Some("input_audio") => return Err(bad("an input_audio part must be the only media, in a single user message".into())),
             Some("video_url") => {
                 let url = part.pointer("/video_url/url").and_then(Value::as_str).unwrap_or("");
                 return Err(bad(media_refusal("video", url)));

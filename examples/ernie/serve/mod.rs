@@ -11,6 +11,7 @@ mod api;
 mod images;
 mod routes;
 mod scheduler;
+mod speech;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

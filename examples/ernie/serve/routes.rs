@@ -34,6 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/images/generations", post(super::images::generations))
+        .route("/v1/audio/speech", post(super::speech::audio_speech))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -185,6 +186,7 @@ async fn chat_completions(State(st): State<Arc<AppState>>, body: Result<Bytes, B
                 let stream = engine.build_stream_with(&prompt, &stream_opts, media)?;
                 Ok(PromptInput::Stream(Box::new(stream)))
             }
+            ChatPrompt::Audio { text, audio, format } => super::speech::audio_prompt(&engine, text, &audio, &format),
         }
     })
     .await

@@ -46,6 +46,8 @@ pub enum Work {
 pub enum PromptInput {
     Ids(Vec<u32>),
     Stream(Box<TokenStream>),
+    /// An audio question: its ids (frame rows hold fillers), codes `[Q][frames]` and text.
+    Audio { ids: Vec<u32>, codes: Vec<Vec<u32>>, text: String },
 }
 
 impl PromptInput {
@@ -54,6 +56,7 @@ impl PromptInput {
         match self {
             PromptInput::Ids(ids) => ids,
             PromptInput::Stream(s) => &s.input_ids,
+            PromptInput::Audio { ids, .. } => ids,
         }
     }
 
@@ -61,6 +64,7 @@ impl PromptInput {
         match self {
             PromptInput::Ids(ids) => engine.start_generation(ids, req),
             PromptInput::Stream(s) => engine.start_generation_stream(s, req, None),
+            PromptInput::Audio { codes, text, .. } => engine.start_audio_caption(codes, text, req),
         }
     }
 }

@@ -17,6 +17,7 @@ use super::{Engine, Prompt};
 use crate::error::unsupported;
 use crate::infer::next_codec::{generate_codes, prefill_with_audio, AudioCodes, AudioGenOptions};
 use crate::infer::{DeviceCache, GenerateRequest, Generation, Generator, Runner};
+use crate::model::audio_codec::MimiCodec;
 use crate::model::audio_lm::{check_codes, AudioLm};
 use crate::model::decoder::Logits;
 use crate::{Error, Result};
@@ -35,6 +36,35 @@ impl Engine {
                 self.dir().display()
             ))
         })
+    }
+
+    /// Loads the checkpoint's Mimi codec from `audio_codec/` (spec `ernie5-generation.md` §1,
+    /// §5: a transformers Mimi directory) and checks it fits the `audio` config: the LM's
+    /// `num_levels` ≤ the codec's quantizers, its codebook ≤ the codec's.
+    ///
+    /// Errors: no audio parts; [`Error::Request`] naming `audio_codec/` when it is missing or
+    /// does not fit; the codec's load errors.
+    pub fn load_audio_codec(&self) -> Result<MimiCodec> {
+        let audio = self.audio()?;
+        let dir = self.dir().join("audio_codec");
+        if !dir.join("config.json").is_file() {
+            return Err(Error::Request(format!(
+                "{} has no audio_codec/ (a Mimi codec directory with config.json and model.safetensors): it cannot turn audio codes into sound or sound into codes",
+                self.dir().display()
+            )));
+        }
+        let codec = MimiCodec::load(&dir)?;
+        if audio.num_levels() > codec.num_levels() || audio.codebook_size() > codec.codebook_size() {
+            return Err(Error::Request(format!(
+                "{}: the codec has {} levels of {} codes, the model's audio config needs {} levels of {}",
+                dir.display(),
+                codec.num_levels(),
+                codec.codebook_size(),
+                audio.num_levels(),
+                audio.codebook_size()
+            )));
+        }
+        Ok(codec)
     }
 
     /// The id of the token named `token` (`<|BOA|>` / `<|EOA|>`), or an error naming it.

@@ -10,12 +10,13 @@
 //! the multi-scale BSQ round trip (image → encoder → residual bits over a scale schedule → PNG).
 
 pub mod image;
+pub mod speech;
 pub mod wav;
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tokenizers_mm::audio::{decode_audio_file, resample};
+use tokenizers_mm::audio::{decode_audio_bytes, decode_audio_file, resample, DecodedAudio};
 use tokenizers_mm::Limits;
 
 use crate::model::audio_codec::{MimiCodec, MAX_AUDIO_SECONDS};
@@ -43,7 +44,20 @@ pub struct CodesJson {
 /// [`MAX_AUDIO_SECONDS`] (refused from its header, before decoding).
 pub fn read_audio(codec: &MimiCodec, path: &Path) -> Result<Vec<f32>> {
     let limits = Limits { max_audio_seconds: MAX_AUDIO_SECONDS as f64, ..Limits::default() };
-    let audio = decode_audio_file(path, &limits)?;
+    to_codec_rate(codec, decode_audio_file(path, &limits)?)
+}
+
+/// [`read_audio`] on the bytes of an audio file (a server's upload); `name` (an extension such
+/// as `clip.wav`) is the decoder's format hint and names it in errors.
+///
+/// Errors: as [`read_audio`].
+pub fn read_audio_bytes(codec: &MimiCodec, bytes: &[u8], name: &Path) -> Result<Vec<f32>> {
+    let limits = Limits { max_audio_seconds: MAX_AUDIO_SECONDS as f64, ..Limits::default() };
+    to_codec_rate(codec, decode_audio_bytes(bytes, name, &limits)?)
+}
+
+/// Decoded (already downmixed) audio resampled to the codec rate.
+fn to_codec_rate(codec: &MimiCodec, audio: DecodedAudio) -> Result<Vec<f32>> {
     let rate = u32::try_from(codec.sample_rate()).map_err(|_| Error::Request(format!("codec sample rate {} is out of range", codec.sample_rate())))?;
     Ok(resample(&audio.samples, audio.sample_rate, rate)?)
 }
