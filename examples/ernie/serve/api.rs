@@ -341,7 +341,7 @@ mod tests {
         let parts = InMessage { role: "user".into(), content: json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]) };
         match chat_messages(&[parts]).unwrap() {
             ChatPrompt::Text(m) => assert_eq!(m[0].content, "a\nb"),
-            ChatPrompt::Media { .. } => panic!("no media"),
+            ChatPrompt::Media { .. } | ChatPrompt::Audio { .. } => panic!("no media"),
         }
         let img = InMessage {
             role: "user".into(),
@@ -352,7 +352,7 @@ mod tests {
                 assert_eq!(images, vec![vec![0u8, 1, 2]]);
                 assert_eq!(messages[0].parts, vec![Part::Media(MediaKind::Image), Part::Text("What is it?".into())]);
             }
-            ChatPrompt::Text(_) => panic!("media expected"),
+            ChatPrompt::Text(_) | ChatPrompt::Audio { .. } => panic!("image media expected"),
         }
     }
 }
