@@ -195,38 +195,28 @@ def write_greedy(proc, check=False):
         FIXTURE, dtype=torch.float32, attn_implementation="eager", experts_implementation="eager").eval()
     model.generation_config.eos_token_id = None
     text = dict(prompts())["image"][1][1]
-    runs = []
-    for tname, template, kwargs in TEMPLATES[:2]:
-        messages = [{"role": "user", "content": content_of([("image", reread), ("text", text)])}]
-        enc = proc.apply_chat_template(messages, chat_template=template, add_generation_prompt=True,
-                                       tokenize=True, return_dict=True, return_tensors="pt", **kwargs)
-        gc = GenerationConfig(max_new_tokens=GREEDY_NEW_TOKENS, do_sample=False, eos_token_id=None, pad_token_id=0,
-                              bos_token_id=1, use_cache=True)
-        model.model.rope_deltas = None
-        with torch.no_grad():
-            seq = model.generate(**enc, generation_config=gc)
-        T = enc["input_ids"].shape[1]
-        ids = seq[0, T:].tolist()
-        assert len(ids) == GREEDY_NEW_TOKENS, ids
-        runs.append({"template": tname, "prompt": text, "input_ids": enc["input_ids"][0].tolist(), "greedy_ids": ids})
+    def greedy_runs(image, extra):
+        """The fixture and converter templates on `image` + the prompt text: ids and greedy ids."""
+        out = []
+        for tname, template, kwargs in TEMPLATES[:2]:
+            messages = [{"role": "user", "content": content_of([("image", image), ("text", text)])}]
+            enc = proc.apply_chat_template(messages, chat_template=template, add_generation_prompt=True,
+                                           tokenize=True, return_dict=True, return_tensors="pt", **kwargs)
+            gc = GenerationConfig(max_new_tokens=GREEDY_NEW_TOKENS, do_sample=False, eos_token_id=None, pad_token_id=0,
+                                  bos_token_id=1, use_cache=True)
+            model.model.rope_deltas = None
+            with torch.no_grad():
+                seq = model.generate(**enc, generation_config=gc)
+            T = enc["input_ids"].shape[1]
+            ids = seq[0, T:].tolist()
+            assert len(ids) == GREEDY_NEW_TOKENS, ids
+            out.append({"template": tname, "prompt": text, **extra, "input_ids": enc["input_ids"][0].tolist(), "greedy_ids": ids})
+        return out
+
+    runs = greedy_runs(reread, {})
     # The same two templates on a bundled corpus picture (PD, assets/media/ATTRIBUTION.md), read
     # losslessly from its PNG: the issue's "greedy ids on a corpus image".
-    corpus = Image.open(os.path.join(ROOT, CORPUS_IMAGE)).convert("RGB")
-    corpus_runs = []
-    for tname, template, kwargs in TEMPLATES[:2]:
-        messages = [{"role": "user", "content": content_of([("image", corpus), ("text", text)])}]
-        enc = proc.apply_chat_template(messages, chat_template=template, add_generation_prompt=True,
-                                       tokenize=True, return_dict=True, return_tensors="pt", **kwargs)
-        gc = GenerationConfig(max_new_tokens=GREEDY_NEW_TOKENS, do_sample=False, eos_token_id=None, pad_token_id=0,
-                              bos_token_id=1, use_cache=True)
-        model.model.rope_deltas = None
-        with torch.no_grad():
-            seq = model.generate(**enc, generation_config=gc)
-        T = enc["input_ids"].shape[1]
-        ids = seq[0, T:].tolist()
-        assert len(ids) == GREEDY_NEW_TOKENS, ids
-        corpus_runs.append({"template": tname, "prompt": text, "image": CORPUS_IMAGE,
-                            "input_ids": enc["input_ids"][0].tolist(), "greedy_ids": ids})
+    corpus_runs = greedy_runs(Image.open(os.path.join(ROOT, CORPUS_IMAGE)).convert("RGB"), {"image": CORPUS_IMAGE})
     outputs["greedy.json"] = json.dumps({"generator": "tests/reference/make_vl_template_reference.py", "versions": PINNED,
                                          "model_dir": "tests/fixtures/vl-moe-f32", "image": "image.png", "runs": runs,
                                          "corpus_runs": corpus_runs},
