@@ -2,13 +2,12 @@
 //! `ernie5-tiny` with the Infinity-like VAE fixture as its `vision_decoder/` (z = 16 = bits; the
 //! 4×4 final grid × 2^3 downsampling = 32×32 pixels).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
 use base64::Engine as _;
 use crate::common::{ernie, f32s, fixture, repo_root, tempdir};
+use crate::server::Server;
 use ernie_runtime::model::vision_decoder::{to_rgb8, VisionDecoder};
 use ernie_runtime::tools::codec::image::read_rgb8;
 use serde_json::{json, Value};
@@ -111,45 +110,11 @@ fn checkpoint_without_vision_decoder_is_one_error() {
     assert!(!ckpt.path().join("x.png").exists());
 }
 
-/// A running `ernie serve` on `dir`; killed on drop.
-struct Serve(std::process::Child, String);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(dir: &Path) -> Serve {
-    let mut child = ernie()
-        .args(["serve", "--model"])
-        .arg(dir)
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-            }
-        }
-    });
-    let base = format!("http://{}", rx.recv_timeout(Duration::from_secs(60)).unwrap());
-    let s = Serve(child, base);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if ureq::get(&format!("{}/health", s.1)).call().is_ok() {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("server not ready");
+/// `ernie serve` on `dir`, ready (the server tests' helper).
+fn serve(dir: &Path) -> Server {
+    let s = Server::start_dir(dir, &[]);
+    s.wait_ready();
+    s
 }
 
 fn post(base: &str, body: &Value) -> (u16, Value) {
@@ -168,7 +133,7 @@ fn server_png_equals_the_cli_png() {
     let s = serve(ckpt.path());
     let prompt = golden()["user_message"].clone();
     let body = json!({ "prompt": prompt, "n": 1, "size": "32x32", "response_format": "b64_json", "seed": 7, "cfg": 1.0, "temperature": 0.0 });
-    let (status, v) = post(&s.1, &body);
+    let (status, v) = post(&s.base, &body);
     assert_eq!(status, 200, "{v}");
     assert!(v["created"].as_u64().is_some());
     let bytes = base64::engine::general_purpose::STANDARD.decode(v["data"][0]["b64_json"].as_str().unwrap()).unwrap();
@@ -176,7 +141,7 @@ fn server_png_equals_the_cli_png() {
     std::fs::write(&served, bytes).unwrap();
     assert_eq!(read_rgb8(&served).unwrap(), read_rgb8(&png).unwrap());
     for bad in [json!({ "prompt": "x", "size": "64x48" }), json!({ "prompt": "x", "n": 99 }), json!({ "prompt": "x", "size": "big" })] {
-        let (status, v) = post(&s.1, &bad);
+        let (status, v) = post(&s.base, &bad);
         assert_eq!(status, 400, "{bad}: {v}");
     }
 }

@@ -29,15 +29,15 @@ const LONG_PROMPT: &str = "Tell me a story about the sea";
 const PROMPTS: [&str; 4] = ["Tell me a story about the sea", "hello", "Write a short poem about the sea, the wind and the stars.", "What is 2+2?"];
 const STARTUP: Duration = Duration::from_secs(60);
 
-/// A running `ernie serve`; killed on drop.
-struct Server {
+/// A running `ernie serve`; killed on drop. Also used by the image and speech endpoint tests.
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
-    fn start_dir(dir: &Path, extra: &[&str]) -> Server {
+    pub(crate) fn start_dir(dir: &Path, extra: &[&str]) -> Server {
         let mut child = ernie()
             .args(["serve", "--model"])
             .arg(dir)
@@ -71,7 +71,7 @@ impl Server {
         s
     }
 
-    fn wait_ready(&self) {
+    pub(crate) fn wait_ready(&self) {
         let deadline = Instant::now() + STARTUP;
         while Instant::now() < deadline {
             if get(&agent(), &self.url("/health")).0 == 200 {
@@ -110,7 +110,8 @@ impl Drop for Server {
     }
 }
 
-fn agent() -> ureq::Agent {
+/// A client that returns error statuses as responses, with a 120 s budget per request.
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(120))).build().into()
 }
 

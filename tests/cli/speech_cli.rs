@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::common::*;
+use crate::server::{agent, Server};
 use ernie_runtime::model::audio_codec::MimiCodec;
 use ernie_runtime::{AudioGenOptions, Engine, Prompt, SamplingParams};
 use tokenizers_mm::ChatMessage;
@@ -178,47 +179,12 @@ fn caption_audio_equals_the_library_on_the_codec_codes() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--audio cannot be mixed"));
 }
 
-/// `ernie serve` on `dir` (port 0), killed on drop; `base` once `/health` answers 200.
-struct Serve(std::process::Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(dir: &Path) -> (Serve, String, ureq::Agent) {
-    use std::io::BufRead;
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
-    let mut child = ernie()
-        .args(["serve", "--model"])
-        .arg(dir)
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-            }
-        }
-    });
-    let server = Serve(child);
-    let base = format!("http://{}", rx.recv_timeout(Duration::from_secs(60)).expect("server address"));
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(120))).build().into();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while agent.get(&format!("{base}/health")).call().map(|r| r.status().as_u16()).ok() != Some(200) {
-        assert!(Instant::now() < deadline, "server never became ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (server, base, agent)
+/// `ernie serve` on `dir` (the server tests' helper), ready, with its base URL and a client.
+fn serve(dir: &Path) -> (Server, String, ureq::Agent) {
+    let server = Server::start_dir(dir, &[]);
+    server.wait_ready();
+    let base = server.base.clone();
+    (server, base, agent())
 }
 
 #[test]
