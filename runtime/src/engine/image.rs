@@ -8,7 +8,7 @@ use crate::config::{ModelConfig, VisualGenConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::error::{option_err, unsupported};
+use crate::error::option_err;
 use crate::infer::next_scale::{generate_latent_with, ImageGenOptions, NextScaleOutput};
 use crate::model::vision_decoder::{to_rgb8, VisionDecoder, VisionDecoderConfig};
 use crate::model::visual_gen::VisualGenHead;
@@ -20,15 +20,19 @@ const UNCOND_START: &str = "<|begin_of_sentence|>";
 impl Engine {
     /// The `visual_generation` section of this checkpoint's config.json.
     ///
-    /// Errors: [`Error::Unsupported`] naming the missing part when the checkpoint is not `ernie5`
-    /// or has no `visual_generation` section; config errors.
+    /// Errors: [`Error::Request`] naming the missing part when the checkpoint is not `ernie5` or
+    /// has no `visual_generation` section (a property of the checkpoint, not of this build or
+    /// device); config errors.
     pub fn visual_generation(&self) -> Result<VisualGenConfig> {
         // TODO(#15): keep the parsed config in the engine (it is read once at load today).
         match ModelConfig::from_dir(self.dir())? {
             ModelConfig::Ernie5(c) => c.visual_generation.ok_or_else(|| {
-                unsupported("this checkpoint has no visual_generation section in config.json: it cannot generate images", "use an ernie5 checkpoint with one")
+                Error::Request("this checkpoint's config.json has no visual_generation section: it cannot generate images".into())
             }),
-            _ => Err(unsupported("image generation needs an ernie5 checkpoint", "use an ernie5 checkpoint with a visual_generation section")),
+            _ => Err(Error::Request(format!(
+                "{} is not an ernie5 checkpoint: it cannot generate images (image generation needs model_type ernie5 with a visual_generation section)",
+                self.dir().display()
+            ))),
         }
     }
 
