@@ -22,32 +22,17 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ernie_runtime::ops::gemm::{self, ExpertJob, Kernel, WeightRef};
 use ernie_runtime::ops::matmul_xwt;
 use ernie_runtime::Tensor;
-use half::bf16;
 use rayon::prelude::*;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::memory_bandwidth;
+use common::{memory_bandwidth, rand_bf16};
 
 const PREFILL_M: usize = 512;
 const SHAPES: [(&str, usize, usize); 4] = [("q_o", 2560, 2560), ("k_v", 512, 2560), ("gate_up", 1536, 2560), ("down", 2560, 1536)];
 /// Decode weights cycle through at least this many bytes of copies (beyond the L3).
 const DECODE_POOL_BYTES: usize = 1 << 30;
 const ROUNDS: usize = 7;
-
-fn rand_bf16(n: usize, seed: u64) -> Vec<bf16> {
-    let mut v = vec![bf16::ZERO; n];
-    v.par_chunks_mut(1 << 16).enumerate().for_each(|(c, chunk)| {
-        let mut s = seed ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        for x in chunk {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            *x = bf16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1);
-        }
-    });
-    v
-}
 
 fn rand_f32(n: usize, seed: u64) -> Vec<f32> {
     rand_bf16(n, seed).iter().map(|v| v.to_f32() * 10.0).collect()

@@ -19,12 +19,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ernie_runtime::model::moe::load_moe_block;
 use ernie_runtime::{KvCache, Logits, MoeConfig, Tensor, TextConfig, Transformer, Weights};
-use half::bf16;
-use rayon::prelude::*;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::memory_bandwidth;
+use common::{memory_bandwidth, rand_bf16};
 
 const H: usize = 2560;
 const E: usize = 64;
@@ -32,21 +30,6 @@ const K: usize = 6;
 const I: usize = 1536;
 const SHARED: usize = 2;
 const VOCAB: usize = 103424;
-
-/// Deterministic pseudo-random bf16 values in about ±0.05, filled in parallel (xorshift per chunk).
-fn rand_bf16(n: usize, seed: u64) -> Vec<bf16> {
-    let mut v = vec![bf16::ZERO; n];
-    v.par_chunks_mut(1 << 16).enumerate().for_each(|(c, chunk)| {
-        let mut s = seed ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        for x in chunk {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            *x = bf16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1);
-        }
-    });
-    v
-}
 
 fn t_bf16(shape: Vec<usize>, seed: u64) -> Tensor {
     let n = shape.iter().product();

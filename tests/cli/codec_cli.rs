@@ -8,7 +8,6 @@ use std::process::Output;
 use crate::common::*;
 use ernie_runtime::tools::codec::wav::WavWriter;
 use ernie_runtime::tools::codec::WavFormat;
-use ernie_runtime::Weights;
 use safetensors::{Dtype, SafeTensors};
 
 /// As `tests/model/audio_codec.rs`: f32 on both sides, summation order only; the clips peak at
@@ -21,18 +20,6 @@ fn mimi() -> PathBuf {
     fixture("mimi/tiny")
 }
 
-/// Golden tensor of `tests/fixtures/mimi/golden.safetensors` (f32) and its shape.
-fn golden(name: &str) -> (Vec<f32>, Vec<usize>) {
-    let mut g = Weights::from_files(&[fixture("mimi/golden.safetensors")]).expect("golden file");
-    let all = g.take_prefix(name);
-    let t = all.get(name).unwrap_or_else(|| panic!("golden {name} missing"));
-    (t.to_f32_vec(), t.shape().to_vec())
-}
-
-fn golden_codes(name: &str) -> Vec<Vec<u32>> {
-    let (v, shape) = golden(name);
-    v.chunks(shape[1]).map(|r| r.iter().map(|&c| c as u32).collect()).collect()
-}
 
 /// Writes 24 kHz mono f32 samples as a WAV.
 fn write_wav(path: &Path, pcm: &[f32]) {
@@ -87,13 +74,13 @@ fn s(p: &Path) -> &str {
 fn encode_reproduces_the_golden_codes() {
     let dir = tempdir();
     for clip in ["speech", "chirp", "short"] {
-        let (pcm, _) = golden(&format!("{clip}.pcm")); // 24 kHz mono: passes through unchanged
+        let (pcm, _) = mimi_golden(&format!("{clip}.pcm")); // 24 kHz mono: passes through unchanged
         let wav = dir.path().join(format!("{clip}.wav"));
         write_wav(&wav, &pcm);
         let out = ok(&["codec", "encode", "--codec", s(&mimi()), "--audio", s(&wav), "--levels", "8", "--format", "json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let got: Vec<Vec<u32>> = v["codes"].as_array().unwrap().iter().map(u32s).collect();
-        assert_eq!(got, golden_codes(&format!("{clip}.codes")), "{clip}: codes differ from transformers");
+        assert_eq!(got, mimi_golden_codes(&format!("{clip}.codes")), "{clip}: codes differ from transformers");
         assert_eq!((v["frame_rate"].as_f64(), v["sample_rate"].as_u64()), (Some(12.5), Some(24000)));
     }
     // Fewer levels: the RVQ prefix.
@@ -101,7 +88,7 @@ fn encode_reproduces_the_golden_codes() {
     let out = ok(&["codec", "encode", "--codec", s(&mimi()), "--audio", s(&wav), "--levels", "3"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["codes"].as_array().unwrap().len(), 3);
-    assert_eq!(u32s(&v["codes"][2]), golden_codes("short.codes")[2]);
+    assert_eq!(u32s(&v["codes"][2]), mimi_golden_codes("short.codes")[2]);
 }
 
 /// A 16-bit PCM WAV with `channels` interleaved channels at `rate`.
@@ -133,7 +120,7 @@ fn encode_codes(path: &Path) -> Vec<Vec<u32>> {
 #[test]
 fn stereo_and_other_rates_are_downmixed_and_resampled() {
     let dir = tempdir();
-    let (pcm, _) = golden("short.pcm");
+    let (pcm, _) = mimi_golden("short.pcm");
     let q: Vec<i16> = pcm.iter().map(|v| (v.clamp(-1.0, 1.0) * 32767.0).round() as i16).collect();
     write_pcm16(&dir.path().join("mono.wav"), 24000, 1, &q.iter().map(|&v| vec![v]).collect::<Vec<_>>());
     write_pcm16(&dir.path().join("stereo.wav"), 24000, 2, &q.iter().map(|&v| vec![v, v]).collect::<Vec<_>>());
@@ -152,8 +139,8 @@ fn stereo_and_other_rates_are_downmixed_and_resampled() {
 fn decode_matches_the_golden_audio_and_round_trips() {
     let dir = tempdir();
     for clip in ["speech", "chirp"] {
-        let codes = golden_codes(&format!("{clip}.codes"));
-        let (want, _) = golden(&format!("{clip}.audio"));
+        let codes = mimi_golden_codes(&format!("{clip}.codes"));
+        let (want, _) = mimi_golden(&format!("{clip}.audio"));
         let json = dir.path().join(format!("{clip}.json"));
         std::fs::write(&json, serde_json::json!({"codes": codes, "frame_rate": 12.5, "sample_rate": 24000}).to_string()).unwrap();
         let wav = dir.path().join(format!("{clip}.wav"));
@@ -253,9 +240,9 @@ fn image_bits_round_trip() {
 fn bad_inputs_are_one_error_line() {
     let dir = tempdir();
     let p = |n: &str| dir.path().join(n);
-    let (pcm, _) = golden("short.pcm");
+    let (pcm, _) = mimi_golden("short.pcm");
     write_wav(&p("a.wav"), &pcm);
-    let codes = golden_codes("short.codes");
+    let codes = mimi_golden_codes("short.codes");
     let m = mimi();
     fails(&["codec", "encode", "--codec", s(&p("nope")), "--audio", s(&p("a.wav"))], "nope");
     fails(&["codec", "encode", "--codec", s(&m), "--audio", s(&p("a.wav")), "--levels", "99"], "--levels");

@@ -128,3 +128,18 @@ pub fn copy_fixture(name: &str) -> tempfile::TempDir {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// Golden tensor `name` of `tests/fixtures/mimi/golden.safetensors` (all f32, written by
+/// `make_mimi_reference.py`) and its shape.
+pub fn mimi_golden(name: &str) -> (Vec<f32>, Vec<usize>) {
+    let mut g = ernie_runtime::Weights::from_files(&[fixture("mimi/golden.safetensors")]).expect("golden file");
+    let all = g.take_prefix(name);
+    let t = all.get(name).unwrap_or_else(|| panic!("golden {name} missing"));
+    (t.to_f32_vec(), t.shape().to_vec())
+}
+
+/// Golden Mimi codes `[levels, frames]` (stored as f32).
+pub fn mimi_golden_codes(name: &str) -> Vec<Vec<u32>> {
+    let (v, shape) = mimi_golden(name);
+    v.chunks(shape[1]).map(|r| r.iter().map(|&c| c as u32).collect()).collect()
+}

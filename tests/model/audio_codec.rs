@@ -22,26 +22,13 @@ fn codec() -> MimiCodec {
     MimiCodec::load(&tiny()).unwrap_or_else(|e| panic!("loading the Mimi fixture: {e}"))
 }
 
-/// Golden tensor `name` of `tests/fixtures/mimi/golden.safetensors` (all f32).
-fn golden(name: &str) -> (Vec<f32>, Vec<usize>) {
-    let mut g = Weights::from_files(&[fixture("mimi/golden.safetensors")]).expect("golden file");
-    let all = g.take_prefix(name);
-    let t = all.get(name).unwrap_or_else(|| panic!("golden {name} missing"));
-    (t.to_f32_vec(), t.shape().to_vec())
-}
-
-/// Golden codes `[levels, frames]` stored as f32.
-fn golden_codes(name: &str) -> Vec<Vec<u32>> {
-    let (v, shape) = golden(name);
-    v.chunks(shape[1]).map(|r| r.iter().map(|&c| c as u32).collect()).collect()
-}
 
 #[test]
 fn codes_match_transformers_exactly() {
     let c = codec();
     for clip in ["speech", "chirp", "short"] {
-        let (pcm, _) = golden(&format!("{clip}.pcm"));
-        let want = golden_codes(&format!("{clip}.codes"));
+        let (pcm, _) = mimi_golden(&format!("{clip}.pcm"));
+        let want = mimi_golden_codes(&format!("{clip}.codes"));
         let got = c.encode(&pcm, 8).unwrap();
         assert_eq!(got, want, "{clip}: codes differ from transformers");
         // Fewer levels are the prefix (RVQ), and the semantic level comes first.
@@ -49,7 +36,7 @@ fn codes_match_transformers_exactly() {
         assert_eq!(c.encode(&pcm, 1).unwrap(), want[..1].to_vec(), "{clip}: semantic level");
     }
     // The clips are longer than the sliding window (6 steps at 25 Hz): windowing is exercised.
-    assert!(golden_codes("speech.codes")[0].len() * 2 > 6 && golden_codes("chirp.codes")[0].len() * 2 > 6);
+    assert!(mimi_golden_codes("speech.codes")[0].len() * 2 > 6 && mimi_golden_codes("chirp.codes")[0].len() * 2 > 6);
 }
 
 #[test]
@@ -57,8 +44,8 @@ fn decoded_waveform_matches_transformers() {
     let c = codec();
     let mut worst = 0.0f32;
     for clip in ["speech", "chirp", "short", "free"] {
-        let codes = golden_codes(&format!("{clip}.codes"));
-        let (want, _) = golden(&format!("{clip}.audio"));
+        let codes = mimi_golden_codes(&format!("{clip}.codes"));
+        let (want, _) = mimi_golden(&format!("{clip}.audio"));
         let got = c.decode(&codes).unwrap();
         assert_eq!(got.len(), codes[0].len() * c.samples_per_frame(), "{clip}: length");
         let d = max_abs_diff(&got, &want);
@@ -67,8 +54,8 @@ fn decoded_waveform_matches_transformers() {
         worst = worst.max(d);
     }
     // Decoding only the first 3 levels.
-    let codes = golden_codes("speech.codes");
-    let (want, _) = golden("speech.audio_q3");
+    let codes = mimi_golden_codes("speech.codes");
+    let (want, _) = mimi_golden("speech.audio_q3");
     let d = max_abs_diff(&c.decode(&codes[..3]).unwrap(), &want);
     assert!(d < WAVE_ATOL, "3-level decode: max |Δ| {d}");
     eprintln!("worst max |Δ| waveform over all clips: {:.3e}", worst.max(d));
@@ -79,7 +66,7 @@ fn decode_then_encode_runs_end_to_end() {
     // Not a transformers property, a sanity one: decode then encode runs end to end on the
     // decoder's own output length (a multiple of the frame size: no extra padding).
     let c = codec();
-    let codes = golden_codes("chirp.codes");
+    let codes = mimi_golden_codes("chirp.codes");
     let audio = c.decode(&codes).unwrap();
     let again = c.encode(&audio, 8).unwrap();
     assert_eq!(again[0].len(), codes[0].len());
@@ -93,7 +80,7 @@ fn request_errors_are_typed() {
         Err(e) => panic!("{what}: expected Error::Request, got {e}"),
         Ok(_) => panic!("{what}: expected an error"),
     };
-    let codes = golden_codes("short.codes");
+    let codes = mimi_golden_codes("short.codes");
     let mut bad = codes.clone();
     bad[3][0] = 64; // codebook size 64
     is_request(c.decode(&bad).map(|_| ()), "code out of range");
@@ -101,13 +88,13 @@ fn request_errors_are_typed() {
     let mut nine = codes.clone();
     nine.push(vec![0]);
     is_request(c.decode(&nine).map(|_| ()), "9 levels of 8");
-    let mut ragged = golden_codes("speech.codes");
+    let mut ragged = mimi_golden_codes("speech.codes");
     ragged[5].pop();
     is_request(c.decode(&ragged).map(|_| ()), "ragged levels");
     is_request(c.decode(&[vec![], vec![]]).map(|_| ()), "no frames");
     is_request(c.decode(&[vec![0; c.max_frames() + 1]]).map(|_| ()), "too many frames");
 
-    let (pcm, _) = golden("short.pcm");
+    let (pcm, _) = mimi_golden("short.pcm");
     is_request(c.encode(&[], 8).map(|_| ()), "empty audio");
     is_request(c.encode(&pcm, 0).map(|_| ()), "0 levels");
     is_request(c.encode(&pcm, 9).map(|_| ()), "9 levels");
@@ -221,7 +208,7 @@ const STREAM_ATOL: f32 = 5e-5;
 fn streaming_decode_equals_whole_clip_decode() {
     let c = codec();
     for clip in ["speech", "chirp"] {
-        let codes = golden_codes(&format!("{clip}.codes"));
+        let codes = mimi_golden_codes(&format!("{clip}.codes"));
         let whole = c.decode(&codes).unwrap();
         let frames = codes[0].len();
         // Frame at a time, then uneven chunks (1, 3, 2, 4, ...), past the sliding window.
