@@ -127,7 +127,7 @@ fn post_raw(agent: &ureq::Agent, url: &str, body: &str) -> (u16, String) {
     (r.status().as_u16(), text)
 }
 
-fn post(agent: &ureq::Agent, url: &str, body: &Value) -> (u16, Value) {
+pub fn post(agent: &ureq::Agent, url: &str, body: &Value) -> (u16, Value) {
     let (status, text) = post_raw(agent, url, &body.to_string());
     (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")))
 }

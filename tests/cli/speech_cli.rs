@@ -247,3 +247,57 @@ fn chat_input_audio_equals_caption_audio() {
     assert_eq!(ids, lib.token_ids, "{v}");
     assert_eq!(v["choices"][0]["message"]["content"].as_str(), Some(lib.text.as_str()));
 }
+
+/// Issue #14 item 4: `Engine::embed` with an audio clip's bytes pools the rows of the audio
+/// question's layout (codes from the checkpoint's codec; the rows themselves are pinned to the
+/// torch oracle in `model::audio_ncp`), and `/v1/embeddings` takes the clip as an `input_audio`
+/// content part.
+#[test]
+fn audio_embeddings_from_bytes_in_the_library_and_over_http() {
+    use base64::Engine as _;
+    use ernie_runtime::tools::codec::speech::encode_audio_for_model;
+    use ernie_runtime::{EmbedInput, EmbedOptions, Error, Media, Pooling};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = checkpoint(tmp.path(), true);
+    shrink_codebooks(&dir, 16);
+    let wav = tmp.path().join("speech.wav");
+    golden_clip_wav("speech", &wav);
+    let bytes = std::fs::read(&wav).unwrap();
+    let engine = Engine::load(&dir).unwrap();
+    let h = engine.model.cfg.hidden_size;
+    let codes = encode_audio_for_model(&engine, &engine.load_audio_codec().unwrap(), &wav).unwrap();
+    let hidden = engine.audio_hidden_states(&codes, "a clip", None).unwrap(); // [t, h]
+    let t = hidden.len() / h;
+    assert!(t > codes[0].len() + 2, "head + BOA + frames + EOA + text");
+    let input = |media: Vec<Media>| EmbedInput::Media { text: "a clip".into(), media };
+    let clip = || Media::Audio(bytes.clone());
+    let mean = engine.embed(&[input(vec![clip()])], &EmbedOptions { pooling: Pooling::Mean, ..Default::default() }).unwrap();
+    let want: Vec<f32> = (0..h).map(|j| (0..t).map(|i| hidden[i * h + j]).sum::<f32>() / t as f32).collect();
+    assert_eq!((mean[0].n_tokens, mean[0].vector.len()), (t, h));
+    assert!(max_abs_diff(&mean[0].vector, &want) <= 1e-6, "mean pooling of the same rows");
+    let last = engine.embed(&[input(vec![clip()])], &EmbedOptions { normalize: true, ..Default::default() }).unwrap();
+    let norm = hidden[(t - 1) * h..].iter().map(|x| x * x).sum::<f32>().sqrt();
+    let want_last: Vec<f32> = hidden[(t - 1) * h..].iter().map(|x| x / norm).collect();
+    assert!(max_abs_diff(&last[0].vector, &want_last) <= 1e-6, "last row, L2-normalised");
+
+    // One clear error each.
+    let two = engine.embed(&[input(vec![clip(), clip()])], &EmbedOptions::default()).unwrap_err();
+    assert!(matches!(&two, Error::Unsupported { .. }), "{two}");
+    let eos = engine.embed(&[input(vec![clip()])], &EmbedOptions { pooling: Pooling::EndOfSentence, ..Default::default() }).unwrap_err();
+    assert!(eos.to_string().contains("end_of_sentence"), "{eos}");
+    let junk = engine.embed(&[input(vec![Media::Audio(b"not audio at all".to_vec())])], &EmbedOptions::default()).unwrap_err();
+    eprintln!("junk audio: {junk}");
+    let no_codec = Engine::load(&checkpoint(&tmp.path().join("bare"), false)).unwrap();
+    let e = no_codec.embed(&[input(vec![clip()])], &EmbedOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("audio_codec"), "{e}");
+
+    // Over HTTP: the same vector (the server L2-normalises, last-token pooling by default).
+    let (_server, base, agent) = serve(&dir);
+    let part = serde_json::json!({"type": "input_audio", "input_audio": {"data": base64::engine::general_purpose::STANDARD.encode(&bytes), "format": "wav"}});
+    let (status, v) = crate::server::post(&agent, &format!("{base}/v1/embeddings"), &serde_json::json!({"input": [part, {"type": "text", "text": "a clip"}]}));
+    assert_eq!(status, 200, "{v}");
+    let got: Vec<f32> = v["data"][0]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    assert!(max_abs_diff(&got, &want_last) <= 1e-5, "HTTP = library");
+    let (status, v) = crate::server::post(&agent, &format!("{base}/v1/embeddings"), &serde_json::json!({"input": [part.clone(), part]}));
+    assert_eq!(status, 400, "{v}");
+}

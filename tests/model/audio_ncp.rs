@@ -10,6 +10,9 @@ use ernie_runtime::{Engine, Error, GenerateRequest, KvCache, Logits, Prompt, Sam
 use tokenizers_mm::ChatMessage;
 
 const FIXTURE: &str = "ernie5-audio-tiny";
+/// Final hidden states are RMS-normalised (order-1 values): f32 summation-order noise through 4
+/// layers stays ~1e-6; 1e-4 still catches any wrong row, position or missing frame embedding.
+const HIDDEN_ATOL: f32 = 1e-4;
 
 fn reference() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(fixture(FIXTURE).join("ncp_reference.json")).unwrap()).unwrap()
@@ -165,4 +168,23 @@ fn missing_audio_parts_and_bad_audio_config_are_named() {
     let d = variant(&[], |c| c["audio"]["codebook_size"] = serde_json::json!(32));
     let err = Engine::load(d.path()).err().expect("wrong codebook size").to_string();
     assert!(err.contains("audio.embed_tokens.weight"), "{err}");
+}
+
+#[test]
+fn audio_embedding_hidden_states_match_the_oracle() {
+    let r = &reference()["embedding"];
+    let engine = Engine::load(&fixture(FIXTURE)).unwrap();
+    let clip = codes(&reference()["understanding"]["codes"]);
+    let h = engine.model.cfg.hidden_size;
+    let hidden = engine.audio_hidden_states(&clip, r["text"].as_str().unwrap(), None).unwrap(); // [t, h]
+    let t = u32s(&r["input_ids"]).len();
+    assert_eq!(hidden.len(), t * h, "one row per token of BOA, frames, EOA and the text (no generation prompt)");
+    let last = &hidden[(t - 1) * h..];
+    let mean: Vec<f32> = (0..h).map(|j| (0..t).map(|i| hidden[i * h + j]).sum::<f32>() / t as f32).collect();
+    let (dl, dm) = (max_abs_diff(last, &f32s(&r["last"])), max_abs_diff(&mean, &f32s(&r["mean"])));
+    eprintln!("audio embedding rows: max |Δ| last {dl:.2e}, mean {dm:.2e}");
+    assert!(dl <= HIDDEN_ATOL && dm <= HIDDEN_ATOL, "last {dl}, mean {dm} > {HIDDEN_ATOL}");
+    // A token limit below the prompt is a request error naming it.
+    let e = engine.audio_hidden_states(&clip, "x", Some(3)).unwrap_err();
+    assert!(matches!(&e, Error::Request(m) if m.contains("limit of 3")), "{e}");
 }

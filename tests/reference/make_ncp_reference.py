@@ -11,7 +11,9 @@ decoder in transformers' names, per-expert layout, + `audio.embed_tokens`, `audi
 records in `ncp_reference.json`:
 
 * `ncp`: greedy next-codec prediction for a chat prompt + `<|BOA|>` (codes `[Q][frames]`);
-* `understanding`: a prompt with codes as audio input → last-row logits and greedy text ids.
+* `understanding`: a prompt with codes as audio input → last-row logits and greedy text ids;
+* `embedding`: the same clip and text without the generation prompt → the final normalised
+  hidden state of the last row and the mean over rows (what `Engine::embed` pools).
 
 RoPE: ERNIE 5.0 uses 3-D RoPE with the 4.5-VL band split; under Uni-RoPE every text and audio
 token sits at its running index on all three axes, and the band split only chooses *which axis*
@@ -217,6 +219,16 @@ def understanding(model, audio, ids, audio_start):
     return first, greedy, min_m
 
 
+@torch.no_grad()
+def embedding_hidden(model, audio, ids, audio_start):
+    """Final normalised hidden states [n, H] of `ids` with the clip's frame rows replaced."""
+    E = audio["audio.embed_tokens.weight"]
+    x = model.model.embed_tokens(torch.tensor(ids)).clone()
+    for j in range(len(UNDERSTAND_CODES[0])):
+        x[audio_start + j] = sum(E[q * V + UNDERSTAND_CODES[q][j]] for q in range(Q))
+    return model.model(inputs_embeds=x[None], position_ids=torch.arange(x.shape[0])[None], use_cache=False).last_hidden_state[0]
+
+
 def main():
     versions = check_versions()
     if OUT.exists():
@@ -245,6 +257,8 @@ def main():
         break
     else:
         sys.exit("no seed gave clear margins")
+    e_ids = head + [0] * n_frames + [eoa] + enc(CAPTION_TEXT)
+    hidden = embedding_hidden(model, audio, e_ids, len(head))
     sd = to_per_expert_layout({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, CONFIG["moe_intermediate_size"])
     sd.update({k: v.contiguous() for k, v in audio.items()})
     save_file(dict(sorted(sd.items())), OUT / "model.safetensors", metadata={"format": "pt"})
@@ -256,6 +270,8 @@ def main():
         "understanding": {"text": CAPTION_TEXT, "codes": UNDERSTAND_CODES, "input_ids": u_ids,
                           "audio_start": len(head), "last_logits": r7_list(logits),
                           "greedy_ids": greedy, "min_margin": m_txt},
+        "embedding": {"text": CAPTION_TEXT, "input_ids": e_ids, "audio_start": len(head),
+                      "last": r7_list(hidden[-1]), "mean": r7_list(hidden.mean(0))},
     })
     print(f"seed {seed}: ncp codes {codes} ended={ended} margin {m_ncp:.4f}; text {greedy} margin {m_txt:.4f}")
 

@@ -123,6 +123,9 @@ pub fn embedding_inputs(input: &Value, max_inputs: usize) -> Result<Vec<EmbedInp
 /// One embeddings input given as chat content parts: text parts joined with `<image>` markers
 /// where the images were, and the images' bytes in order.
 fn media_input(parts: &Value) -> Result<EmbedInput, ApiError> {
+    if let Some(items) = parts.as_array().filter(|p| p.iter().any(|x| x.get("type").and_then(Value::as_str) == Some("input_audio"))) {
+        return audio_input(items);
+    }
     let mut images = Vec::new();
     let parsed = message_parts(0, parts, &mut images).map_err(|e| ApiError::bad_param("input", e.message.replace("messages[0]: ", "")))?;
     let mut text = String::new();
@@ -133,6 +136,30 @@ fn media_input(parts: &Value) -> Result<EmbedInput, ApiError> {
         }
     }
     Ok(EmbedInput::Media { text, media: images.into_iter().map(Media::Image).collect() })
+}
+
+/// One embeddings input holding an `input_audio` part (OpenAI's `{"type": "input_audio",
+/// "input_audio": {"data": base64, "format": "wav"}}`) and text parts: the clip's bytes and the
+/// text parts joined. One clip per input; no images beside it.
+fn audio_input(parts: &[Value]) -> Result<EmbedInput, ApiError> {
+    let bad = |m: String| ApiError::bad_param("input", m);
+    let (mut text, mut audio) = (String::new(), None);
+    for part in parts {
+        match part.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(part.get("text").and_then(Value::as_str).ok_or_else(|| bad("a text part needs a string `text`".into()))?),
+            Some("input_audio") if audio.is_none() => {
+                let data = part.pointer("/input_audio/data").and_then(Value::as_str).ok_or_else(|| bad("input_audio needs a base64 string `data`".into()))?;
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|e| bad(format!("input_audio.data is not valid base64: {e}")))?;
+                audio = Some(bytes);
+            }
+            Some("input_audio") => return Err(bad("one input_audio part per input".into())),
+            Some(t) => return Err(bad(format!("content part type {t:?} cannot be mixed with input_audio"))),
+            None => return Err(bad("a content part needs a `type`".into())),
+        }
+    }
+    let audio = audio.ok_or_else(|| bad("no input_audio part".into()))?;
+    Ok(EmbedInput::Media { text, media: vec![Media::Audio(audio)] })
 }
 
 /// `POST /v1/chat/completions`. Fields we do not implement are rejected when set to anything

@@ -13,13 +13,16 @@
 //! # Ok(()) }
 //! ```
 
+use std::path::Path;
+
 use super::{Engine, Prompt};
 use crate::error::unsupported;
 use crate::infer::next_codec::{generate_codes, prefill_with_audio, AudioCodes, AudioGenOptions};
 use crate::infer::{DeviceCache, GenerateRequest, Generation, Generator, Runner};
-use crate::model::audio_codec::MimiCodec;
+use crate::model::audio_codec::{read_audio_bytes, MimiCodec};
 use crate::model::audio_lm::{check_codes, AudioLm};
 use crate::model::decoder::Logits;
+use crate::nn::kv_cache::KvCache;
 use crate::{Error, Result};
 
 /// Text before a prompt's first clip: the ERNIE chat format with tokenizers-mm's media label.
@@ -101,6 +104,12 @@ impl Engine {
     /// `"\nAssistant: "` (the frame rows hold a filler id; [`Engine::caption_audio_codes`]
     /// replaces their embeddings). `text` never becomes special tokens.
     pub fn audio_prompt_ids(&self, frames: usize, text: &str) -> Result<(Vec<u32>, usize)> {
+        self.audio_ids(frames, &format!("{text}{AUDIO_PROMPT_TAIL}"))
+    }
+
+    /// [`Engine::audio_prompt_ids`] with `tail` (plain text) in place of the question and the
+    /// generation prompt.
+    fn audio_ids(&self, frames: usize, tail: &str) -> Result<(Vec<u32>, usize)> {
         let audio = self.audio()?;
         let tok = self.tokenizer()?;
         let (boa, eoa) = (self.audio_token(&audio.cfg.boa_token)?, self.audio_token(&audio.cfg.eoa_token)?);
@@ -109,8 +118,45 @@ impl Engine {
         let start = ids.len();
         ids.extend(std::iter::repeat_n(0u32, frames));
         ids.push(eoa);
-        ids.extend(tok.encode_plain(&format!("{text}{AUDIO_PROMPT_TAIL}"))?);
+        ids.extend(tok.encode_plain(tail)?);
         Ok((ids, start))
+    }
+
+    /// An encoded audio file's bytes as the model's input codes `[num_levels][frames]`: decoded,
+    /// downmixed and resampled to the codec rate ([`read_audio_bytes`]; `name` such as
+    /// `clip.mp3` is the format hint, a name without extension lets the decoder probe), then
+    /// the checkpoint's codec keeps the model's `num_levels` levels.
+    ///
+    /// Errors: no audio parts or codec ([`Engine::load_audio_codec`]); decoding errors
+    /// ([`Error::Tokenizer`], including audio longer than the codec's limit); the codec's errors.
+    pub fn audio_codes_from_bytes(&self, bytes: &[u8], name: &Path) -> Result<Vec<Vec<u32>>> {
+        let levels = self.audio()?.num_levels();
+        let codec = self.load_audio_codec()?;
+        codec.encode(&read_audio_bytes(&codec, bytes, name)?, levels) // [Q][frames]
+    }
+
+    /// Final normalised hidden states `[t, h]` of an audio clip (codes `[Q][frames]`) followed by
+    /// `text`, without the generation prompt: `<|begin_of_sentence|>User: Audio 1:<|BOA|>` +
+    /// frames + `<|EOA|>` + `text` (the rows an embedding pools; spec §5.2's input layout).
+    ///
+    /// Errors: no audio parts; [`Error::Request`] for codes with the wrong level count, unequal
+    /// levels, no frames or a code `>= V`, or more tokens than `max_tokens` /
+    /// `max_position_embeddings`; [`Error::Unsupported`] on a CUDA engine.
+    pub fn audio_hidden_states(&self, codes: &[Vec<u32>], text: &str, max_tokens: Option<usize>) -> Result<Vec<f32>> {
+        let audio = self.audio()?;
+        let frames = check_codes(codes, audio.num_levels(), audio.codebook_size())?;
+        let (ids, start) = self.audio_ids(frames, text)?;
+        if let Some(max) = max_tokens {
+            if ids.len() > max {
+                return Err(Error::Request(format!("{} tokens exceed the limit of {max}", ids.len())));
+            }
+        }
+        let Runner::Cpu(model) = self.runner() else {
+            return Err(unsupported("audio input on a CUDA device", "run it on the cpu device"));
+        };
+        // Rejects lengths above max_position_embeddings with a Request error.
+        let mut cache = KvCache::new(&model.cfg, ids.len())?;
+        prefill_with_audio(model, audio, &ids, &[(start, codes)], &mut cache, Logits::Hidden) // [t, h]
     }
 
     /// Answers `text` about an audio clip given as codes `[Q][frames]` (audio understanding:

@@ -36,8 +36,10 @@ pub enum EmbedInput {
     /// Token ids used as is (OpenAI's array-of-integers input); each must be `< vocab_size`.
     Ids(Vec<u32>),
     /// Text with media (`image`, `audio`, `video` bytes). On a VL checkpoint, images are embedded
-    /// through the same stream and prefill as captioning (`Engine::media_hidden_states`); audio
-    /// and video bytes get [`Error::Unsupported`].
+    /// through the same stream and prefill as captioning (`Engine::media_hidden_states`); on an
+    /// ERNIE 5.0 checkpoint with audio parts, one audio clip is embedded through its codec codes
+    /// as audio understanding reads it (`Engine::audio_hidden_states`); video bytes get
+    /// [`Error::Unsupported`].
     Media {
         /// The text part.
         text: String,
@@ -88,8 +90,9 @@ impl Engine {
     /// Errors ([`Error::Request`] unless noted; the first failing input stops the call):
     /// no inputs; an input with no tokens; a token id `>= vocab_size`; an input longer than
     /// `opts.max_tokens` or `max_position_embeddings`; `dimensions` of 0 or above `hidden_size`;
-    /// [`EmbedInput::Media`] on a text checkpoint, with `EndOfSentence` pooling, or with audio /
-    /// video ([`Error::Unsupported`]); text without a tokenizer (tokenizer.json or tokenizer.model), or
+    /// [`EmbedInput::Media`] on a checkpoint without the parts its media need, or with
+    /// `EndOfSentence` pooling; video, several audio clips or audio mixed with images
+    /// ([`Error::Unsupported`]); text without a tokenizer (tokenizer.json or tokenizer.model), or
     /// `EndOfSentence` pooling with a tokenizer that has no `<|end_of_sentence|>`;
     /// [`Error::Tokenizer`] when encoding fails.
     pub fn embed(&self, inputs: &[EmbedInput], opts: &EmbedOptions) -> Result<Vec<Embedding>> {
@@ -155,6 +158,9 @@ impl Engine {
     /// ends where the template ends it) or too many tokens; [`Error::Unsupported`] for audio and
     /// video bytes; media decoding and stream errors.
     fn media_hidden_states(&self, text: &str, media: &[Media], opts: &EmbedOptions) -> Result<Vec<f32>> {
+        if media.iter().any(|m| matches!(m, Media::Audio(_))) {
+            return self.audio_embed_hidden_states(text, media, opts);
+        }
         if !self.is_multimodal() {
             return Err(Error::Request("media inputs need a vision-language checkpoint; this is a text model".into()));
         }
@@ -167,7 +173,7 @@ impl Engine {
             match m {
                 Media::Image(bytes) => items.push(self.load_image_bytes(bytes, &format!("image {}", k + 1))?),
                 Media::Video(_) => return Err(unsupported("video bytes in embedding inputs", "embed images, or caption videos with `ernie caption --video`")),
-                Media::Audio(_) => return Err(unsupported("audio in embedding inputs", "embed text and images")),
+                Media::Audio(_) => return Err(unsupported("audio mixed with images in one embedding input", "embed one clip per input")),
             }
         }
         let mut prompt = StreamPrompt::user(text, items.len(), 0, 0);
@@ -185,6 +191,26 @@ impl Engine {
         let runner = self.runner();
         let mut cache = runner.new_cache(n)?;
         runner.prefill_stream(vision, &stream, &mut cache, Logits::Hidden, None)
+    }
+
+    /// Final normalised hidden states `[t, h]` of one audio clip and text on an ERNIE 5.0
+    /// checkpoint with audio parts and `audio_codec/`: the bytes → codec codes
+    /// ([`Engine::audio_codes_from_bytes`]) → [`Engine::audio_hidden_states`] (the audio question's
+    /// layout without the generation prompt).
+    ///
+    /// Errors: [`Error::Request`] for a checkpoint without audio parts or codec,
+    /// `EndOfSentence` pooling, or too many tokens; [`Error::Unsupported`] for more than one clip
+    /// or audio mixed with images / video; decoding and codec errors.
+    fn audio_embed_hidden_states(&self, text: &str, media: &[Media], opts: &EmbedOptions) -> Result<Vec<f32>> {
+        let [Media::Audio(bytes)] = media else {
+            return Err(unsupported("more than one audio clip, or audio mixed with images or video, in one embedding input", "embed one clip per input"));
+        };
+        self.audio()?;
+        if opts.pooling == Pooling::EndOfSentence {
+            return Err(Error::Request("end_of_sentence pooling is not available for audio inputs; use last or mean".into()));
+        }
+        let codes = self.audio_codes_from_bytes(bytes, std::path::Path::new("audio"))?; // [Q][frames]
+        self.audio_hidden_states(&codes, text, opts.max_tokens)
     }
 
     /// Final normalised hidden states `[t, h]` of one sequence, from a cache sized to it.

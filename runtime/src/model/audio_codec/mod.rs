@@ -15,6 +15,7 @@
 //! `decoder.layers.*`). Every tensor is shape-checked and must be used.
 
 pub mod config;
+mod pcm;
 mod quantizer;
 mod seanet;
 mod stream;
@@ -23,6 +24,7 @@ mod transformer;
 use std::path::Path;
 
 pub use config::{MimiConfig, PadMode};
+pub use pcm::{read_audio, read_audio_bytes};
 pub use stream::MimiDecodeStream;
 use quantizer::SplitRvq;
 use seanet::{Conv, ConvTr, Seanet};

@@ -16,11 +16,10 @@ pub mod wav;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tokenizers_mm::audio::{decode_audio_bytes, decode_audio_file, resample, DecodedAudio};
-use tokenizers_mm::Limits;
 
-use crate::model::audio_codec::{MimiCodec, MAX_AUDIO_SECONDS};
+use crate::model::audio_codec::MimiCodec;
 use crate::{Error, Result};
+pub use crate::model::audio_codec::{read_audio, read_audio_bytes};
 pub use wav::WavFormat;
 
 /// Frames per streamed decode step (2 s at 12.5 Hz): bounds the decoder's activations.
@@ -35,31 +34,6 @@ pub struct CodesJson {
     pub frame_rate: f64,
     /// Sample rate of the audio the codes stand for, Hz (24000 for Mimi).
     pub sample_rate: usize,
-}
-
-/// Reads an audio file as the codec's input: mono f32 at [`MimiCodec::sample_rate`]
-/// (channel mean, then resampled; samples of a file already at that rate pass unchanged).
-///
-/// Errors: [`Error::Tokenizer`] for an unreadable or undecodable file or one longer than
-/// [`MAX_AUDIO_SECONDS`] (refused from its header, before decoding).
-pub fn read_audio(codec: &MimiCodec, path: &Path) -> Result<Vec<f32>> {
-    let limits = Limits { max_audio_seconds: MAX_AUDIO_SECONDS as f64, ..Limits::default() };
-    to_codec_rate(codec, decode_audio_file(path, &limits)?)
-}
-
-/// [`read_audio`] on the bytes of an audio file (a server's upload); `name` (an extension such
-/// as `clip.wav`) is the decoder's format hint and names it in errors.
-///
-/// Errors: as [`read_audio`].
-pub fn read_audio_bytes(codec: &MimiCodec, bytes: &[u8], name: &Path) -> Result<Vec<f32>> {
-    let limits = Limits { max_audio_seconds: MAX_AUDIO_SECONDS as f64, ..Limits::default() };
-    to_codec_rate(codec, decode_audio_bytes(bytes, name, &limits)?)
-}
-
-/// Decoded (already downmixed) audio resampled to the codec rate.
-fn to_codec_rate(codec: &MimiCodec, audio: DecodedAudio) -> Result<Vec<f32>> {
-    let rate = u32::try_from(codec.sample_rate()).map_err(|_| Error::Request(format!("codec sample rate {} is out of range", codec.sample_rate())))?;
-    Ok(resample(&audio.samples, audio.sample_rate, rate)?)
 }
 
 /// Encodes an audio file into the first `levels` code levels (all of the codec's when `None`).
