@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use tokenizers_mm::ChatMessage;
 
 use super::api::{parse_body, ApiError};
+use super::scheduler::run_task;
 use super::routes::{body_bytes, now_secs};
 use super::AppState;
 
@@ -50,10 +51,8 @@ pub async fn generations(State(st): State<Arc<AppState>>, body: Result<Bytes, By
         None | Some("b64_json") => {}
         Some(other) => return Err(ApiError::bad_param("response_format", format!("response_format {other:?} must be \"b64_json\" (this server keeps no image URLs)"))),
     }
-    let engine = ready.engine.clone();
-    // TODO(#15): run through the scheduler's queue; today image work runs on a blocking thread
-    // beside the engine thread.
-    let data = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ApiError> {
+    // One task on the engine thread: admitted through the queue, never beside other engine work.
+    let data = run_task(&ready.scheduler, move |engine| -> Result<Vec<Value>, ApiError> {
         let grid = match req.size.as_deref() {
             None => None,
             Some(s) => {
@@ -82,7 +81,6 @@ pub async fn generations(State(st): State<Arc<AppState>>, body: Result<Bytes, By
         }
         Ok(data)
     })
-    .await
-    .map_err(|_| ApiError::internal("the image generation thread failed"))??;
+    .await?;
     Ok(Json(json!({ "created": now_secs(), "data": data })))
 }

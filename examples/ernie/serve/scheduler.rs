@@ -6,11 +6,12 @@
 //!
 //! Scheduling, one round at a time (continuous batching is a later step):
 //! 1. take everything queued (embedding requests FIFO; generations FIFO into a waiting list);
-//! 2. run at most one embedding request;
+//! 2. run at most one embedding request, and at most one one-shot task (an image or a speech
+//!    generation, which holds the engine thread until it is done);
 //! 3. start waiting generations (prefill) while fewer than `max_streams` are active;
 //! 4. advance every active generation by one decode step.
 //!
-//! So embeddings and generations alternate, every active stream advances every round, and
+//! So embeddings, tasks and generations alternate, every active stream advances every round, and
 //! waiting streams start in arrival order: no request starves. A generation whose client is gone
 //! (its event receiver dropped) is cancelled before its next step and frees its permit.
 
@@ -40,6 +41,21 @@ pub enum Work {
     Embed { inputs: Vec<EmbedInput>, opts: EmbedOptions, reply: oneshot::Sender<Result<Vec<Embedding>, ApiError>> },
     /// `stops`: OpenAI's stop strings, applied by the generator's stop rule.
     Generate { prompt: PromptInput, req: GenerateRequest, stops: Vec<String>, events: mpsc::UnboundedSender<GenEvent> },
+    /// A one-shot job on the engine thread that sends its own answer ([`run_task`]).
+    Task(Task),
+}
+
+/// A one-shot job for the engine thread (image or speech generation).
+pub type Task = Box<dyn FnOnce(&Engine) + Send>;
+
+/// Runs `f` on the engine thread through the queue (admission, 429 when full, FIFO among
+/// tasks) and awaits its answer. A panic inside `f` drops the answer: 500.
+pub async fn run_task<T: Send + 'static>(scheduler: &Scheduler, f: impl FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    scheduler.submit(Work::Task(Box::new(move |engine| {
+        let _ = reply.send(f(engine));
+    })))?;
+    answer.await.map_err(|_| ApiError::internal("the engine dropped the request (see the server log)"))?
 }
 
 /// A generation's prompt: token ids, or a multimodal stream (ids plus images, 3-D positions).
@@ -150,37 +166,58 @@ struct EmbedJob {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Everything admitted and not started, by kind.
+#[derive(Default)]
+struct Queues {
+    embeds: VecDeque<EmbedJob>,
+    tasks: VecDeque<(Task, OwnedSemaphorePermit)>,
+    waiting: VecDeque<Waiting>,
+}
+
+impl Queues {
+    fn push(&mut self, job: Job) {
+        match job.work {
+            Work::Embed { inputs, opts, reply } => self.embeds.push_back(EmbedJob { inputs, opts, reply, _permit: job._permit }),
+            Work::Generate { prompt, req, stops, events } => self.waiting.push_back(Waiting { prompt, req, stops, events, permit: job._permit }),
+            Work::Task(task) => self.tasks.push_back((task, job._permit)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.embeds.is_empty() && self.tasks.is_empty() && self.waiting.is_empty()
+    }
+}
+
 fn run(engine: &Engine, rx: &Receiver<Job>, shutdown: &AtomicBool, max_streams: usize) {
-    let mut embeds: VecDeque<EmbedJob> = VecDeque::new();
-    let mut waiting: VecDeque<Waiting> = VecDeque::new();
+    let mut q = Queues::default();
     let mut active: Vec<Active<'_>> = Vec::new();
-    let queue = |job: Job, embeds: &mut VecDeque<EmbedJob>, waiting: &mut VecDeque<Waiting>| match job.work {
-        Work::Embed { inputs, opts, reply } => embeds.push_back(EmbedJob { inputs, opts, reply, _permit: job._permit }),
-        Work::Generate { prompt, req, stops, events } => waiting.push_back(Waiting { prompt, req, stops, events, permit: job._permit }),
-    };
     loop {
         // 1. Intake: block (briefly, so shutdown is noticed) only when there is nothing to do.
-        if embeds.is_empty() && waiting.is_empty() && active.is_empty() {
+        if q.is_empty() && active.is_empty() {
             match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(job) => queue(job, &mut embeds, &mut waiting),
+                Ok(job) => q.push(job),
                 Err(RecvTimeoutError::Timeout) if shutdown.load(Ordering::SeqCst) => return,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
         while let Ok(job) = rx.try_recv() {
-            queue(job, &mut embeds, &mut waiting);
+            q.push(job);
         }
-        // 2. One embedding request per round.
-        if let Some(job) = embeds.pop_front() {
+        // 2. One embedding request and one task per round.
+        if let Some(job) = q.embeds.pop_front() {
             if !job.reply.is_closed() {
                 let result = guarded(|| engine.embed(&job.inputs, &job.opts).map_err(ApiError::from));
                 let _ = job.reply.send(result);
             }
         }
+        if let Some((task, _permit)) = q.tasks.pop_front() {
+            // A panic drops the task's reply sender: its handler answers 500.
+            let _ = catch_unwind(AssertUnwindSafe(|| task(engine)));
+        }
         // 3. Start waiting generations up to the stream limit, skipping clients already gone.
         while active.len() < max_streams {
-            let Some(w) = waiting.pop_front() else { break };
+            let Some(w) = q.waiting.pop_front() else { break };
             if w.events.is_closed() {
                 continue;
             }

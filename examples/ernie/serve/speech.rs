@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tokenizers_mm::ChatMessage;
 
 use super::api::{parse_body, ApiError, ChatPrompt, InMessage};
-use super::scheduler::PromptInput;
+use super::scheduler::{run_task, PromptInput};
 use super::AppState;
 
 #[derive(Deserialize)]
@@ -39,8 +39,8 @@ struct SpeechRequest {
 }
 
 /// The handler of `POST /v1/audio/speech`.
-// TODO(#14): runs on a blocking thread beside the scheduler's work and loads the codec per
-// request; route it through the scheduler and keep the codec with the engine.
+/// It runs as one task on the engine thread (`scheduler::run_task`): admitted like every other
+/// request, and never beside another engine job.
 pub async fn audio_speech(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body = body.map_err(|rej| ApiError::bad_request(format!("could not read the request body: {}", rej.body_text())))?;
     let ready = st.ready.get().ok_or_else(ApiError::loading)?;
@@ -60,19 +60,17 @@ pub async fn audio_speech(State(st): State<Arc<AppState>>, body: Result<Bytes, B
     }
     let sampling = SamplingParams { temperature: req.temperature.unwrap_or(0.0), top_k: req.top_k.unwrap_or(0), top_p: req.top_p.unwrap_or(1.0), seed: req.seed.unwrap_or(0) };
     sampling.validate()?;
-    let engine = ready.engine.clone();
     let max_seconds = req.max_seconds.unwrap_or(20.0);
-    let wav = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+    let wav = run_task(&ready.scheduler, move |engine| -> Result<Vec<u8>, ApiError> {
         let codec = engine.load_audio_codec().map_err(|e| ApiError::bad_request(e.to_string()))?;
         let max_frames = frames_for_seconds(&codec, max_seconds).map_err(|e| ApiError::bad_param("max_seconds", e.to_string()))?;
         let opts = AudioGenOptions { sampling, max_frames, uniforms: None };
         let prompt = Prompt::Chat(vec![ChatMessage { role: "user".into(), content: req.input }]);
         let mut out = std::io::Cursor::new(Vec::new());
-        generate_speech(&engine, &codec, &prompt, &opts, &mut out, Path::new("response"), &mut |_| {})?;
+        generate_speech(engine, &codec, &prompt, &opts, &mut out, Path::new("response"), &mut |_| {})?;
         Ok(out.into_inner())
     })
-    .await
-    .map_err(|_| ApiError::internal("speech task failed"))??;
+    .await?;
     Ok(([(CONTENT_TYPE, "audio/wav")], wav).into_response())
 }
 
