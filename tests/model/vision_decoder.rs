@@ -125,6 +125,40 @@ fn max_ulp(a: &[f32], b: &[f32]) -> u32 {
     a.iter().zip(b).map(|(x, y)| key(*x).abs_diff(key(*y))).max().unwrap_or(0)
 }
 
+/// Issue #15 item 2: the multi-scale BSQ round trip (image → encoder → residual bits per scale →
+/// summed latent → decoder) against the torch oracle in `make_vae_reference.py` (F.interpolate
+/// area / bilinear, diffusers' encoder and decoder) on the Infinity-like fixture.
+#[test]
+fn bsq_round_trip_matches_the_torch_oracle() {
+    use ernie_runtime::model::vision_decoder::bsq::{decode_multiscale, encode_multiscale};
+    let vae = VisionDecoder::load(&vae_dir("infinity")).unwrap();
+    let g = golden(&vae_dir("infinity").join("golden.safetensors"));
+    let b = golden(&vae_dir("infinity").join("bsq.safetensors"));
+    let (is, image) = &g["image"];
+    let (lat, lh, lw) = vae.encode(image, is[0], is[1], is[2]).unwrap(); // [d, lh, lw]
+    let d = vae.config().latent_channels;
+    let scales: Vec<(usize, usize)> = b["scales"].1.chunks(2).map(|p| (p[0] as usize, p[1] as usize)).collect();
+    assert_eq!(scales, [(1, 1), (2, 3), (lh, lw)]);
+    // Every quantised oracle value sits ≥ 1.7e-3 from zero, far beyond the encoder's ~1e-6 f32
+    // noise: the bits must be identical.
+    assert!(b["margin"].1[0] > 1e-4, "margin {}", b["margin"].1[0]);
+    let bits = encode_multiscale(&lat, d, lh, lw, &scales).unwrap();
+    for (k, got) in bits.iter().enumerate() {
+        let want: Vec<u8> = b[&format!("bits_{k}")].1.iter().map(|&x| x as u8).collect();
+        assert_eq!(got, &want, "bits of scale {k} {:?}", scales[k]);
+    }
+    let summed = decode_multiscale(&bits, d, lh, lw, &scales).unwrap();
+    let ds = max_abs(&summed, &b["summed"].1);
+    // Codes are ±1/4 (d = 16); the 2-D bilinear differs from torch by ≤ 1 ε·max|x| per scale.
+    assert!(ds <= 3.0 * BILINEAR_2D_EPS * f32::EPSILON, "summed latent max |Δ| {ds}");
+    let (pix, h, w) = vae.decode(&summed, d, lh, lw).unwrap();
+    let rgb = to_rgb8(&pix, h, w).unwrap();
+    let steps = rgb.iter().zip(&b["rgb8"].1).map(|(&a, &e)| (f32::from(a) - e).abs()).fold(0.0, f32::max);
+    let equal = rgb.iter().zip(&b["rgb8"].1).filter(|(&a, &e)| f32::from(a) == e).count();
+    eprintln!("BSQ round trip: bits identical on {} scales, summed latent max |Δ| {ds:.1e}, {equal}/{} RGB8 values equal", bits.len(), rgb.len());
+    assert!(steps <= RGB8_MAX_STEPS, "RGB8 max step {steps}");
+}
+
 #[test]
 fn resampling_matches_torch() {
     let g = golden(&vae_dir("").join("resample.safetensors"));

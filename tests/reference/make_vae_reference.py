@@ -24,6 +24,11 @@ Writes tests/fixtures/vae/:
            and where the checkpoint has an encoder:
              image   [3, H, W]   seeded uniform in [-1, 1]
              mean    [z, h, w]   AutoencoderKL.encode(image).latent_dist.mode()
+  infinity/bsq.safetensors: the multi-scale residual BSQ round trip (spec ernie5-generation §4.2,
+             after Infinity's BSQ) of the golden image's latent on the schedule 1×1, 2×3, 3×5:
+             scales [K, 2], bits_k [16, h_k, w_k] (0/1), summed [16, 3, 5] (Σ_k bilinear-up of
+             the codes), rgb8 [H, W, 3] (the summed latent decoded and postprocessed), margin
+             (the smallest |value| quantised: how far every bit is from flipping).
   resample.safetensors: F.interpolate goldens: for case i, `bilinear_in_i` / `bilinear_out_i`
              (mode="bilinear", align_corners=False, size=), `area_in_i` / `area_out_i`
              (mode="area", size=), `nearest_in_i` / `nearest_out_i` (mode="nearest", scale_factor=2).
@@ -40,6 +45,7 @@ import re
 
 import numpy as np
 import safetensors
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
@@ -148,6 +154,31 @@ def write_dir(name, vae, tensors, fname, latent_hw, seed, with_encoder):
     save_file({k: v.contiguous().float() for k, v in golden.items()}, os.path.join(d, "golden.safetensors"))
 
 
+def bsq_golden(vae, name, scales):
+    """Multi-scale residual BSQ of `mean` (scaling 1, shift 0: the pipeline latent is the mean):
+    per scale, area-down the residual, bits = sign of the L2-normalised cell vector, codes
+    (2·bit − 1)/√d bilinearly up to the latent grid, subtracted from the residual."""
+    d = os.path.join(OUT, name)
+    assert vae.config.scaling_factor == 1.0 and not vae.config.shift_factor
+    mean = safetensors.torch.load_file(os.path.join(d, "golden.safetensors"))["mean"][None]  # [1, z, h, w]
+    z, hf, wf = mean.shape[1:]
+    residual, summed, out, margin = mean.clone(), torch.zeros_like(mean), {}, float("inf")
+    for k, (h, w) in enumerate(scales):
+        down = F.interpolate(residual, size=(h, w), mode="area")
+        margin = min(margin, float(down.abs().min()))
+        bits = (down / down.norm(dim=1, keepdim=True) > 0).float()
+        up = F.interpolate((2 * bits - 1) / z ** 0.5, size=(hf, wf), mode="bilinear", align_corners=False)
+        residual, summed = residual - up, summed + up
+        out[f"bits_{k}"] = bits[0]
+    with torch.no_grad():
+        decoded = vae.decode(summed).sample
+    rgb8 = np.array(VaeImageProcessor().postprocess(decoded, output_type="pil")[0]).astype(np.float32)
+    out.update(scales=torch.tensor(scales, dtype=torch.float32), summed=summed[0], rgb8=torch.from_numpy(rgb8),
+               margin=torch.tensor([margin]))
+    save_file({k: v.contiguous().float() for k, v in out.items()}, os.path.join(d, "bsq.safetensors"))
+    print(f"{name} BSQ: smallest |quantised value| {margin:.3e}")
+
+
 def resample_goldens():
     g = torch.Generator().manual_seed(7)
     t = {}
@@ -180,6 +211,7 @@ def main():
     ldm = diffusers_to_ldm(inf.state_dict(), 4)
     check_ldm(ldm, inf)
     write_dir("infinity", inf, {infinity_wrap(k): v for k, v in ldm.items()}, "model.safetensors", (3, 5), 11, True)
+    bsq_golden(inf, "infinity", [(1, 1), (2, 3), (3, 5)])
 
     flux = make_vae(2, block_out_channels=(8, 16, 16), layers_per_block=2, latent_channels=16, norm_num_groups=4,
                     mid_block_add_attention=True, use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611,
