@@ -15,5 +15,6 @@ mod generate_cli;
 mod generate_image_cli;
 mod inspect_cli;
 mod server;
+mod server_vl;
 mod spm_cli;
 mod speech_cli;
