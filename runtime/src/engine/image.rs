@@ -5,7 +5,8 @@
 
 use super::{Engine, Prompt};
 use crate::config::{ModelConfig, VisualGenConfig};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::error::option_err;
@@ -64,6 +65,40 @@ impl Engine {
 
 /// The `vision_decoder/` subdirectory of a checkpoint (spec `ernie5-generation.md` §1).
 pub const VISION_DECODER_DIR: &str = "vision_decoder";
+/// The `audio_codec/` subdirectory of a checkpoint (spec `ernie5-generation.md` §1).
+pub const AUDIO_CODEC_DIR: &str = "audio_codec";
+
+/// The parts of an `ernie5` checkpoint that live in their own folders: where they are read from
+/// (the checkpoint's [`VISION_DECODER_DIR`] / [`AUDIO_CODEC_DIR`] unless set with
+/// [`Engine::set_external_parts`]) and the image decoder once loaded, so a server loads it once.
+#[derive(Default)]
+pub(super) struct ExternalParts {
+    vision_decoder_dir: Option<PathBuf>,
+    audio_codec_dir: Option<PathBuf>,
+    vision_decoder: OnceLock<VisionDecoder>,
+}
+
+impl Engine {
+    /// Reads the image decoder from `vision_decoder` and the audio codec from `audio_codec`
+    /// instead of the checkpoint's own subfolders (`None` keeps that one): e.g. a real Mimi or
+    /// VAE with the demo's language model. Drops an image decoder already loaded. The folders are
+    /// read and checked against the config at first use, as the checkpoint's own.
+    pub fn set_external_parts(&mut self, vision_decoder: Option<PathBuf>, audio_codec: Option<PathBuf>) {
+        if vision_decoder.is_some() {
+            self.parts.vision_decoder_dir = vision_decoder;
+            self.parts.vision_decoder = OnceLock::new();
+        }
+        if audio_codec.is_some() {
+            self.parts.audio_codec_dir = audio_codec;
+        }
+    }
+
+    /// The audio codec folder: the one set with [`Engine::set_external_parts`], else the
+    /// checkpoint's `audio_codec/`.
+    pub fn audio_codec_dir(&self) -> PathBuf {
+        self.parts.audio_codec_dir.clone().unwrap_or_else(|| self.dir().join(AUDIO_CODEC_DIR))
+    }
+}
 
 /// One generated image: 8-bit RGB pixels and the NFSP run that produced them.
 #[derive(Clone, Debug)]
@@ -81,19 +116,24 @@ pub struct GeneratedImage {
 }
 
 impl Engine {
-    /// Loads this checkpoint's `vision_decoder/` and checks it against `visual_generation`
-    /// (`latent_channels == bits`). Loaded on each call (no cache in the engine yet).
+    /// This checkpoint's image decoder (`vision_decoder/`, or the folder set with
+    /// [`Engine::set_external_parts`]), checked against `visual_generation` (`latent_channels ==
+    /// bits`). Loaded at the first call and kept: later calls (server requests) reuse it. Two
+    /// threads racing on the first call may both load it; one copy is kept.
     ///
     /// Errors: [`Error::Request`] when there is no `vision_decoder/` directory;
     /// [`Error::Config`] for `latent_channels != visual_generation.bits`; as
-    /// [`VisionDecoder::load`].
-    // TODO(#15): keep the loaded decoder in the engine so the server does not reload it per request.
-    pub fn vision_decoder(&self) -> Result<VisionDecoder> {
+    /// [`VisionDecoder::load`]. A failed load is not kept: the next call tries again.
+    pub fn vision_decoder(&self) -> Result<&VisionDecoder> {
+        if let Some(dec) = self.parts.vision_decoder.get() {
+            return Ok(dec);
+        }
         let vg = self.visual_generation()?;
         let dir = self.vision_decoder_dir()?;
         // The config first: a channel mismatch is named before the weights are read.
         check_decoder(&VisionDecoderConfig::from_file(&dir.join("config.json"))?, &vg)?;
-        VisionDecoder::load(&dir)
+        let dec = VisionDecoder::load(&dir)?;
+        Ok(self.parts.vision_decoder.get_or_init(|| dec))
     }
 
     /// The image sizes this checkpoint generates, `(width, height)` in pixels: the schedule's
@@ -147,6 +187,9 @@ impl Engine {
     }
 
     fn vision_decoder_dir(&self) -> Result<PathBuf> {
+        if let Some(dir) = &self.parts.vision_decoder_dir {
+            return existing_dir(dir);
+        }
         let dir = self.dir().join(VISION_DECODER_DIR);
         if !dir.is_dir() {
             return Err(Error::Request(
@@ -155,6 +198,14 @@ impl Engine {
         }
         Ok(dir)
     }
+}
+
+/// `dir` itself when it is a directory, else [`Error::Io`] naming it.
+fn existing_dir(dir: &Path) -> Result<PathBuf> {
+    if dir.is_dir() {
+        return Ok(dir.to_path_buf());
+    }
+    Err(Error::Io { path: dir.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory") })
 }
 
 /// `latent_channels` must equal the bits per token (spec §4).

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use tokenizers_mm::{ChatMessage, TextTokenizer};
 
-pub use image::{GeneratedImage, VISION_DECODER_DIR};
+use image::ExternalParts;
+pub use image::{GeneratedImage, AUDIO_CODEC_DIR, VISION_DECODER_DIR};
 pub use embed::{EmbedInput, EmbedOptions, Embedding, Media, END_OF_SENTENCE};
 pub use media::{stream_config_for, MediaInput, StreamOptions, VlParts};
 
@@ -51,6 +52,9 @@ pub struct Engine {
     gpu: Option<CudaModel>,
     /// Audio level embeddings and NCP heads of an `ernie5` checkpoint (`audio.rs`).
     audio: Option<AudioLm>,
+    /// Where the image decoder and the audio codec are read from, and the decoder once loaded
+    /// (`image.rs`).
+    parts: ExternalParts,
 }
 
 impl Engine {
@@ -94,7 +98,7 @@ impl Engine {
                 }
             }
         }
-        Ok(Engine { model, vl, tokenizer, eos_ids, dir: dir.to_path_buf(), gpu: None, audio })
+        Ok(Engine { model, vl, tokenizer, eos_ids, dir: dir.to_path_buf(), gpu: None, audio, parts: ExternalParts::default() })
     }
 
     /// The text tokenizer. Errors when the checkpoint has neither tokenizer.json nor tokenizer.model.
