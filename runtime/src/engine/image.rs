@@ -5,6 +5,7 @@
 
 use super::{Engine, Prompt};
 use crate::config::{ModelConfig, VisualGenConfig};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -13,6 +14,8 @@ use crate::error::option_err;
 use crate::infer::next_scale::{generate_latent_with, ImageGenOptions, NextScaleOutput};
 use crate::model::vision_decoder::{to_rgb8, VisionDecoder, VisionDecoderConfig};
 use crate::model::visual_gen::VisualGenHead;
+use crate::tensor::Tensor;
+use crate::weights::Weights;
 use crate::{Error, Result};
 
 /// The unconditional sequence's first token (spec §3.5).
@@ -41,7 +44,7 @@ impl Engine {
     /// prompt; the engine appends BOI): per-scale bits and the final latent `[d, H_f, W_f]`.
     /// Runs on the CPU decoder.
     ///
-    /// Errors: as [`Engine::visual_generation`], [`VisualGenHead::open`] and
+    /// Errors: as [`Engine::visual_generation`], [`VisualGenHead::load`] and
     /// [`generate_latent`]; [`Error::Request`] when the tokenizer lacks the BOI token or
     /// `<|begin_of_sentence|>` (needed with cfg ≠ 1).
     pub fn generate_image_latent(&self, prompt: &Prompt, opts: &ImageGenOptions) -> Result<NextScaleOutput> {
@@ -52,14 +55,28 @@ impl Engine {
     /// ([`generate_latent_with`]).
     pub fn generate_image_latent_with(&self, prompt: &Prompt, opts: &ImageGenOptions, on_scale: &mut dyn FnMut(usize, usize, f64)) -> Result<NextScaleOutput> {
         let vg = self.visual_generation()?;
-        let head = VisualGenHead::open(self.dir(), &self.model.cfg, &vg)?;
+        let head = self.visual_gen_head(&vg)?;
         let tok = self.tokenizer()?;
         let id = |t: &str| tok.token_id(t).ok_or_else(|| Error::Request(format!("the tokenizer has no {t} token (visual_generation needs it)")));
         let boi = id(&vg.boi_token)?;
         let mut ids = self.encode_prompt(prompt)?;
         ids.push(boi);
         let uncond = if opts.cfg != 1.0 { vec![id(UNCOND_START)?, boi] } else { vec![] };
-        generate_latent_with(&self.model, &head, &vg, &ids, &uncond, opts, on_scale)
+        generate_latent_with(&self.model, head, &vg, &ids, &uncond, opts, on_scale)
+    }
+
+    /// The visual-generation head, built from the loader's `visual_gen.*` tensors at the first
+    /// call and kept. A failed build is not kept (it fails the same way each time).
+    ///
+    /// Errors: as [`VisualGenHead::load`] (no head, a partial set, a shape that disagrees with
+    /// `vg`).
+    fn visual_gen_head(&self, vg: &VisualGenConfig) -> Result<&VisualGenHead> {
+        if let Some(head) = self.parts.visual_gen_head.get() {
+            return Ok(head);
+        }
+        let mut w = Weights::from_tensors(self.parts.visual_gen_tensors.clone());
+        let head = VisualGenHead::load(&mut w, &self.model.cfg, vg)?;
+        Ok(self.parts.visual_gen_head.get_or_init(|| head))
     }
 }
 
@@ -68,11 +85,16 @@ pub const VISION_DECODER_DIR: &str = "vision_decoder";
 /// The `audio_codec/` subdirectory of a checkpoint (spec `ernie5-generation.md` §1).
 pub const AUDIO_CODEC_DIR: &str = "audio_codec";
 
-/// The parts of an `ernie5` checkpoint that live in their own folders: where they are read from
-/// (the checkpoint's [`VISION_DECODER_DIR`] / [`AUDIO_CODEC_DIR`] unless set with
-/// [`Engine::set_external_parts`]) and the image decoder once loaded, so a server loads it once.
+/// The image parts of an `ernie5` checkpoint, each built once and kept (a server builds them at
+/// its first image request): the visual-generation head from the tensors the loader handed over,
+/// and the image decoder from its folder (the checkpoint's [`VISION_DECODER_DIR`] unless set with
+/// [`Engine::set_external_parts`]); and where the audio codec is read from.
 #[derive(Default)]
 pub(super) struct ExternalParts {
+    /// `visual_gen.*` as the loader handed them over (`model::ernie5::load_ernie5`).
+    pub(super) visual_gen_tensors: BTreeMap<String, Tensor>,
+    /// The head built from them at the first image request.
+    visual_gen_head: OnceLock<VisualGenHead>,
     vision_decoder_dir: Option<PathBuf>,
     audio_codec_dir: Option<PathBuf>,
     vision_decoder: OnceLock<VisionDecoder>,

@@ -292,4 +292,20 @@ mod ernie5 {
             assert_eq!(tok.token_id(token), Some(id), "{token}");
         }
     }
+
+    /// The head's tensors come from the one load and the image decoder is loaded once: with the
+    /// weights file and `vision_decoder/` deleted after the first use, images still generate.
+    #[test]
+    fn image_parts_are_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        write_ernie5_demo_checkpoint(dir.path()).unwrap();
+        let engine = crate::Engine::load(dir.path()).unwrap();
+        let first: *const _ = engine.vision_decoder().unwrap();
+        fs::remove_dir_all(dir.path().join("vision_decoder")).unwrap();
+        fs::remove_file(dir.path().join(WEIGHTS_FILE)).unwrap(); // still mapped: the loader's views stay valid
+        assert!(std::ptr::eq(first, engine.vision_decoder().unwrap()), "the same decoder, not a reload");
+        let opts = crate::infer::next_scale::ImageGenOptions { cfg: 1.0, temperature: 0.0, ..Default::default() };
+        let img = engine.generate_image(&crate::Prompt::Ids(vec![1, 2, 3]), &opts).unwrap();
+        assert_eq!((img.width, img.height, img.rgb8.len()), (128, 128, 128 * 128 * 3));
+    }
 }
