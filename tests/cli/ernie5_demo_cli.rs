@@ -133,3 +133,19 @@ fn text_generation_still_needs_a_model() {
     assert!(err.starts_with("error:") && err.contains("--model"), "{err}");
     assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0, "no demo was written");
 }
+
+#[test]
+fn inspect_audio_shows_the_codec_codes_the_model_takes_in() {
+    let cache = tempdir();
+    let (dir, _) = ernie_runtime::tools::demo::ensure_ernie5_demo_checkpoint(cache.path()).unwrap();
+    let clip = repo_root().join("assets/media/chirp_8k_f32_mono.wav");
+    let out = ernie().arg("inspect").arg("--model").arg(&dir).arg("--audio").arg(&clip).args(["--format", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &v["audio_codes"]["clips"][0];
+    assert_eq!((c["frames"].as_u64(), c["levels"].as_u64(), c["stream_tokens"].as_u64()), (Some(25), Some(4), Some(27)), "{c}");
+    let codec = ernie_runtime::model::audio_codec::MimiCodec::load(&dir.join("audio_codec")).unwrap();
+    let want = ernie_runtime::tools::codec::encode_audio_file(&codec, &clip, Some(4)).unwrap().codes;
+    let head: Vec<Vec<u32>> = c["codes_head"].as_array().unwrap().iter().map(u32s).collect();
+    assert_eq!(head, want.iter().map(|l| l[..8].to_vec()).collect::<Vec<_>>());
+}
