@@ -11,6 +11,9 @@ against their reference libraries:
    reports no missing, unexpected or mismatched keys; a [1, 16, 16, 16] latent decodes to a
    finite [1, 3, 128, 128] image (the size `ernie generate --output x.png` writes).
 3. `model.safetensors` holds exactly the `visual_gen.*` and `audio.*` tensors the config implies.
+4. With `--ernie BIN` (a built `ernie` binary): `ernie codec encode` gives transformers' codes for
+   the tone (as 16-bit PCM, exact), and `ernie codec decode --latent` gives diffusers' pixels for
+   the latent (8-bit RGB, at most 1 level apart: f32 summation order).
 
 The language model itself has no transformers class (model_type ernie5 is our reading of the
 closed model), so it is checked by the Rust tests only.
@@ -19,7 +22,8 @@ Usage, from the repository root (no network; CI never runs this):
 
     ERNIE_DEMO_OUT=/tmp/ernie5-demo cargo test -p ernie-runtime --lib \\
         demo::tests::write_ernie5_to_env_dir -- --ignored
-    /work/refenv/bin/python tests/reference/check_ernie5_demo_parts.py /tmp/ernie5-demo
+    /work/refenv/bin/python tests/reference/check_ernie5_demo_parts.py /tmp/ernie5-demo \
+        [--ernie target/release/ernie]
 
 Exits non-zero on any mismatch.
 """
@@ -28,6 +32,12 @@ import argparse
 import json
 import math
 import os
+import subprocess
+import tempfile
+import wave
+
+import numpy as np
+from safetensors.torch import save_file
 
 import torch
 from diffusers import AutoencoderKL
@@ -101,13 +111,53 @@ def check_heads(folder, mimi_cfg, vae_cfg):
     print(f"model.safetensors: {len(shapes)} tensors; visual_gen.* and audio.* as the config implies ({len(want)})")
 
 
+def check_against_ernie(folder, ernie):
+    """Our codec and decoder on the demo's parts against transformers' and diffusers'."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model = MimiModel.from_pretrained(os.path.join(folder, "audio_codec")).eval()
+        sr = model.config.sampling_rate
+        t = np.arange(sr) / sr
+        pcm = np.round(0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
+        wav_path = os.path.join(tmp, "tone.wav")
+        with wave.open(wav_path, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(sr)
+            w.writeframes(pcm.tobytes())
+        with torch.no_grad():
+            want = model.encode(torch.from_numpy(pcm.astype(np.float32) / 32768.0).reshape(1, 1, -1)).audio_codes[0].tolist()
+        out = subprocess.run([ernie, "codec", "encode", "--codec", os.path.join(folder, "audio_codec"), "--audio", wav_path],
+                             check=True, capture_output=True, text=True)
+        got = json.loads(out.stdout)["codes"]
+        print(f"ernie codec encode vs transformers: {'equal' if got == want else 'DIFFERENT'} ({len(got)} levels x {len(got[0])} frames)")
+        assert got == want
+
+        vae = AutoencoderKL.from_pretrained(os.path.join(folder, "vision_decoder")).eval()
+        z = torch.randn(1, vae.config.latent_channels, 16, 16, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            img = vae.decode(z).sample[0].clamp(-1, 1)
+        want_px = np.round(((img / 2 + 0.5).clamp(0, 1) * 255).permute(1, 2, 0).numpy()).astype(np.int16)
+        lat_path, png_path = os.path.join(tmp, "latent.safetensors"), os.path.join(tmp, "x.png")
+        save_file({"latent": z[0].contiguous()}, lat_path)
+        subprocess.run([ernie, "codec", "decode", "--codec", os.path.join(folder, "vision_decoder"), "--latent", lat_path,
+                        "--out", png_path], check=True, capture_output=True)
+        from PIL import Image
+        got_px = np.asarray(Image.open(png_path).convert("RGB")).astype(np.int16)
+        diff = int(np.abs(got_px - want_px).max())
+        print(f"ernie codec decode --latent vs diffusers: {got_px.shape}, max |Δ| {diff} levels")
+        assert got_px.shape == want_px.shape and diff <= 1
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("folder")
+    ap.add_argument("--ernie", help="an ernie binary: also compare its codec and decoder with the references")
     args = ap.parse_args()
     mimi_cfg = check_mimi(args.folder)
     vae_cfg = check_vae(args.folder)
     check_heads(args.folder, mimi_cfg, vae_cfg)
+    if args.ernie:
+        check_against_ernie(args.folder, args.ernie)
     print("OK")
 
 
