@@ -186,8 +186,8 @@ impl Engine {
     }
 
     /// Generates one image: [`Engine::generate_image_latent`], then the image decoder on the
-    /// latent as a diffusers pipeline would ([`VisionDecoder::decode`]: `latent / scaling_factor
-    /// + shift_factor`, clamp to [−1, 1]), then [`to_rgb8`]. The loop's latent is the unscaled
+    /// latent as a diffusers pipeline would ([`VisionDecoder::decode`]:
+    /// `latent / scaling_factor + shift_factor`, clamp to [−1, 1]), then [`to_rgb8`]. The loop's latent is the unscaled
     /// BSQ sum; Infinity-style decoders store `scaling_factor` 1 and no shift, so it reaches the
     /// decoder unchanged there, and a decoder storing other factors gets the pipeline's scaling.
     ///

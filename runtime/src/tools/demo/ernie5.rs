@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use super::codec_weights::{mimi_tensors, vae_tensors};
 use super::ernie5_weights::ernie5_tensors;
 use super::weights::safetensors_bytes;
-use super::{ensure, fnv1a64, write, Demo};
+use super::{ensure, fnv1a64, write, Demo, DemoFiles};
 use crate::{Error, Result};
 
 /// Folder name of the ERNIE 5.0 demo inside the cache directory (bump with any byte change).
@@ -81,8 +81,8 @@ pub fn write_ernie5_demo_checkpoint(dir: &Path) -> Result<()> {
 }
 
 /// Every file of the ERNIE 5.0 demo but the marker.
-fn ernie5_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut files: Vec<(String, Vec<u8>)> = TEXT_FILES.iter().map(|(name, text)| (name.to_string(), text.as_bytes().to_vec())).collect();
+fn ernie5_files(dir: &Path) -> Result<DemoFiles> {
+    let mut files: DemoFiles = TEXT_FILES.iter().map(|(name, text)| (name.to_string(), text.as_bytes().to_vec())).collect();
     files.push(("tokenizer.json".into(), tokenizer_json(dir)?));
     files.push((MIMI_CONFIG.0.into(), MIMI_CONFIG.1.as_bytes().to_vec()));
     files.push((WEIGHTS_FILE.into(), safetensors_bytes(&ernie5_tensors(), ERNIE5_DEMO_SEED, &dir.join(WEIGHTS_FILE))?));

@@ -71,6 +71,9 @@ const MARKER: &str = ".complete";
 /// First line of the marker; a folder whose marker says anything else is rebuilt.
 const MARKER_FORMAT: &str = "ernie45-vl-demo-v1 format 1";
 
+/// A demo's files: (path relative to its folder, with `/` between folders; bytes).
+type DemoFiles = Vec<(String, Vec<u8>)>;
+
 /// One built-in demo checkpoint: how its folder is named and checked, and what it holds.
 struct Demo {
     /// Folder name inside the cache directory.
@@ -79,17 +82,16 @@ struct Demo {
     marker_format: &'static str,
     /// How many files the marker lists.
     n_files: usize,
-    /// Every file but the marker: (path relative to the folder, with `/` between folders; bytes).
-    /// The argument is the folder, for error messages only.
-    files: fn(&Path) -> Result<Vec<(String, Vec<u8>)>>,
+    /// Every file but the marker. The argument is the folder, for error messages only.
+    files: fn(&Path) -> Result<DemoFiles>,
 }
 
 /// The ERNIE-4.5-VL demo.
 const VL_DEMO: Demo = Demo { name: DEMO_NAME, marker_format: MARKER_FORMAT, n_files: TEXT_FILES.len() + 2, files: vl_files };
 
 /// The VL demo's files: the embedded JSON/README files, the font, `model.safetensors`.
-fn vl_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut files: Vec<(String, Vec<u8>)> = TEXT_FILES.iter().map(|(name, text)| (name.to_string(), text.as_bytes().to_vec())).collect();
+fn vl_files(dir: &Path) -> Result<DemoFiles> {
+    let mut files: DemoFiles = TEXT_FILES.iter().map(|(name, text)| (name.to_string(), text.as_bytes().to_vec())).collect();
     files.push((FONT_FILE.into(), tokenizers_mm::video::ROBOTO_REGULAR.to_vec()));
     files.push((WEIGHTS_FILE.into(), demo_safetensors(&dir.join(WEIGHTS_FILE))?));
     Ok(files)
