@@ -45,6 +45,17 @@ DEMO_MODEL ?=
 DEMO_OUT ?= demo-output
 ERNIE := $(CARGO_TARGET_DIR)/release/ernie
 CAPTION := $(ERNIE) caption $(if $(DEMO_MODEL),--model $(DEMO_MODEL)) --max-tokens 32
+# The ERNIE 5.0 half: with no DEMO_ERNIE5_MODEL, `ernie generate --output x.png|x.wav` and
+# `ernie caption --audio` use the built-in ERNIE 5.0 demo (an ernie5 model with an image decoder and
+# a Mimi codec, seeded random weights, created once in ~/.cache/ernie): the image and the speech are
+# noise, the audio caption gibberish. DEMO_ERNIE5_MODEL names a real ernie5 checkpoint; DEMO_VAE /
+# DEMO_MIMI a real image decoder (diffusers AutoencoderKL) / Mimi codec folder to use instead of
+# the checkpoint's own.
+DEMO_ERNIE5_MODEL ?=
+DEMO_VAE ?=
+DEMO_MIMI ?=
+ERNIE5 := $(if $(DEMO_ERNIE5_MODEL),--model $(DEMO_ERNIE5_MODEL))
+WITH_MIMI := $(if $(DEMO_MIMI),--audio-codec $(DEMO_MIMI))
 demo: build
 	@mkdir -p $(DEMO_OUT)
 	@echo "== caption: astronaut (PD, NASA) =="
@@ -58,6 +69,12 @@ demo: build
 		--video assets/media/testsrc2_256x144_vp9_opus_15frames.webm \
 		--prompt "Compare the two pictures and the video." --routing-stats $(DEMO_OUT)/routing.json
 	@echo "routing heatmap: $(DEMO_OUT)/routing.png (experts x layers, one panel per modality); load table: $(DEMO_OUT)/routing.json"
+	@echo "== ERNIE 5.0: caption an audio clip (CC0 chirp) =="
+	$(ERNIE) caption $(ERNIE5) $(WITH_MIMI) --audio assets/media/chirp_8k_f32_mono.wav --max-tokens 32
+	@echo "== ERNIE 5.0: generate an image =="
+	$(ERNIE) generate $(ERNIE5) $(if $(DEMO_VAE),--vision-decoder $(DEMO_VAE)) --prompt "A red fox in the snow." --seed 1 --output $(DEMO_OUT)/fox.png
+	@echo "== ERNIE 5.0: generate speech =="
+	$(ERNIE) generate $(ERNIE5) $(WITH_MIMI) --prompt "Say hello." --temperature 1 --seed 1 --max-seconds 3 --output $(DEMO_OUT)/hello.wav
 
 BENCH_MODEL ?= $(HOME)/.cache/ernie-bench-21b-a3b-4layer
 # A venv outside the clone with numpy, for the benchmark checkpoint writer.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use ernie_runtime::tools::demo::{default_cache_dir, ensure_demo_checkpoint};
+use ernie_runtime::tools::demo::{default_cache_dir, ensure_demo_checkpoint, ensure_ernie5_demo_checkpoint};
 use ernie_runtime::tools::routing_stats::RoutingStats;
 use ernie_runtime::{ElasticOptions, Engine, LayerSpec, MediaInput, PrefillTrace, StreamOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -30,9 +30,14 @@ pub struct Args {
     #[arg(long = "video")]
     videos: Vec<PathBuf>,
     /// An audio clip to caption (WAV, FLAC, MP3, …) with an ERNIE 5.0 checkpoint that has audio
-    /// parts and `audio_codec/`; alone, not with --image / --video.
+    /// parts and `audio_codec/` (default: the built-in ERNIE 5.0 demo, random weights); alone,
+    /// not with --image / --video.
     #[arg(long)]
     audio: Option<PathBuf>,
+    /// With --audio: read the Mimi codec from this folder (e.g. kyutai/mimi) instead of the
+    /// checkpoint's audio_codec/.
+    #[arg(long)]
+    audio_codec: Option<PathBuf>,
     /// The instruction. `<image>` / `<video>` markers place the media inside it; without markers
     /// the media come first. Default: "Describe this image." / "Describe this video.".
     #[arg(long)]
@@ -74,8 +79,11 @@ pub fn run(args: Args) -> Result<()> {
         if !args.images.is_empty() || !args.videos.is_empty() {
             bail!("--audio cannot be mixed with --image / --video yet: caption the audio alone");
         }
-        let Some(model) = &args.model else { bail!("--audio needs --model: an ERNIE 5.0 checkpoint with audio parts") };
-        return crate::caption_audio::run(model, audio, args.prompt.as_deref(), &args.sampling, args.format);
+        let model = match &args.model {
+            Some(dir) => dir.clone(),
+            None => ernie5_demo_checkpoint("the caption is gibberish")?,
+        };
+        return crate::caption_audio::run(&model, args.audio_codec.as_deref(), audio, args.prompt.as_deref(), &args.sampling, args.format);
     }
     let model_dir = match &args.model {
         Some(dir) => dir.clone(),
@@ -206,6 +214,23 @@ fn demo_checkpoint() -> Result<PathBuf> {
         "note: no --model given, so this runs the built-in demo checkpoint: the ERNIE-4.5-VL layout with seeded random \
          weights, so the caption is gibberish. For real captions pass --model /path/to/ERNIE-4.5-VL-28B-A3B-PT (a Hugging Face \
          checkpoint directory)."
+    );
+    Ok(dir)
+}
+
+/// The ERNIE 5.0 demo checkpoint (generation parts, image decoder, audio codec), created on first
+/// use; says once, on stderr, what it is and that `outcome` (e.g. "the image is noise").
+pub(crate) fn ernie5_demo_checkpoint(outcome: &str) -> Result<PathBuf> {
+    let cache = default_cache_dir();
+    let (dir, created) =
+        ensure_ernie5_demo_checkpoint(&cache).with_context(|| format!("creating the ERNIE 5.0 demo checkpoint under {}", cache.display()))?;
+    if created {
+        eprintln!("created the ERNIE 5.0 demo checkpoint at {}", dir.display());
+    }
+    eprintln!(
+        "note: no --model given, so this runs the built-in ERNIE 5.0 demo checkpoint (a small ernie5 model with an image \
+         decoder and an audio codec) with seeded random weights, so {outcome}. For real output pass --model DIR: an ernie5 \
+         checkpoint with vision_decoder/ and audio_codec/ inside."
     );
     Ok(dir)
 }

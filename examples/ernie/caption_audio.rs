@@ -14,9 +14,10 @@ use crate::args::{Format, Sampling};
 /// The instruction when `--prompt` is not given.
 pub const DEFAULT_PROMPT: &str = "Describe this audio.";
 
-/// Captions one audio clip.
-pub fn run(model: &Path, audio: &Path, prompt: Option<&str>, sampling: &Sampling, format: Format) -> Result<()> {
-    let engine = Engine::load(model).with_context(|| format!("loading {}", model.display()))?;
+/// Captions one audio clip; `codec` replaces the checkpoint's `audio_codec/` (`--audio-codec`).
+pub fn run(model: &Path, codec: Option<&Path>, audio: &Path, prompt: Option<&str>, sampling: &Sampling, format: Format) -> Result<()> {
+    let mut engine = Engine::load(model).with_context(|| format!("loading {}", model.display()))?;
+    engine.set_external_parts(None, codec.map(Path::to_path_buf));
     let codec = engine.load_audio_codec()?;
     let codes = encode_audio_for_model(&engine, &codec, audio).with_context(|| format!("reading {}", audio.display()))?;
     let mut gen = engine.start_audio_caption(&codes, prompt.unwrap_or(DEFAULT_PROMPT), &sampling.request())?;

@@ -13,8 +13,10 @@ use crate::args::{Format, Sampling};
 #[derive(clap::Args)]
 pub struct Args {
     /// Checkpoint directory in Hugging Face layout (config.json, *.safetensors, tokenizer.json).
+    /// Required for text; with --output x.png / x.wav the default is the built-in ERNIE 5.0 demo
+    /// checkpoint (random weights: the image and the speech are noise).
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// The user's message (or the whole prompt with --raw).
     #[arg(long)]
     prompt: String,
@@ -62,22 +64,50 @@ pub struct Args {
     /// `image_gen`) as JSON at PATH and a heatmap beside it (.png).
     #[arg(long)]
     routing_stats: Option<PathBuf>,
+    /// Image generation: read the image decoder from this folder (a diffusers AutoencoderKL whose
+    /// latent_channels equals the model's bits) instead of the checkpoint's vision_decoder/.
+    #[arg(long)]
+    vision_decoder: Option<PathBuf>,
+    /// Speech: read the Mimi codec from this folder (a transformers Mimi checkpoint such as
+    /// kyutai/mimi) instead of the checkpoint's audio_codec/.
+    #[arg(long)]
+    audio_codec: Option<PathBuf>,
     /// Longest audio to generate with `--output x.wav`, seconds (the model may end earlier).
     #[arg(long, default_value_t = 20.0)]
     max_seconds: f64,
 }
 
+/// What `--output` asks for, from its extension.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OutputKind {
+    Png,
+    Wav,
+}
+
+fn output_kind(out: &std::path::Path) -> Result<OutputKind> {
+    match out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("png") => Ok(OutputKind::Png),
+        Some("wav") => Ok(OutputKind::Wav),
+        _ => anyhow::bail!("--output {}: unknown output kind (use .png for an image or .wav for speech)", out.display()),
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
-    if let Some(out) = &args.output {
-        let ext = out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-        match ext.as_deref() {
-            Some("png") => {
-                return crate::generate_image::run(&args.model, &args.prompt, out, &args.sampling, args.cfg, args.size.as_deref(), args.routing_stats.as_deref())
-            }
-            // Speech needs the loaded engine: handled below.
-            Some("wav") => {}
-            _ => anyhow::bail!("--output {}: unknown output kind (use .png for an image or .wav for speech)", out.display()),
-        }
+    let kind = args.output.as_deref().map(output_kind).transpose()?;
+    let model = match (&args.model, kind) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(OutputKind::Png)) => crate::caption::ernie5_demo_checkpoint("the image is noise")?,
+        (None, Some(OutputKind::Wav)) => crate::caption::ernie5_demo_checkpoint("the speech is noise")?,
+        (None, None) => anyhow::bail!("--model is required for text generation (without it, --output x.png / x.wav use the built-in ERNIE 5.0 demo)"),
+    };
+    if let (Some(out), Some(OutputKind::Png)) = (&args.output, kind) {
+        let opts = crate::generate_image::CliImageOptions {
+            cfg: args.cfg,
+            size: args.size.as_deref(),
+            routing_stats: args.routing_stats.as_deref(),
+            vision_decoder: args.vision_decoder.as_deref(),
+        };
+        return crate::generate_image::run(&model, &args.prompt, out, &args.sampling, &opts);
     }
     if let (Some(q), DeviceSpec::Cuda(_)) = (args.quant, args.device) {
         let what = format!("--quant {q} with --device {}", args.device);
@@ -86,8 +116,9 @@ pub fn run(args: Args) -> Result<()> {
     // Open the device first: a missing GPU or CUDA build fails before the weights are read.
     let device = Device::open(args.device).with_context(|| format!("opening device {}", args.device))?;
     let elastic = ElasticOptions { layers: args.layers.clone(), experts: args.experts.clone(), top_k: args.top_k };
-    let mut engine = Engine::load_quant(&args.model, &elastic, args.quant).with_context(|| format!("loading {}", args.model.display()))?;
+    let mut engine = Engine::load_quant(&model, &elastic, args.quant).with_context(|| format!("loading {}", model.display()))?;
     engine.to_device(&device).with_context(|| format!("moving the model to {}", args.device))?;
+    engine.set_external_parts(None, args.audio_codec.clone());
     let prompt = if args.raw {
         Prompt::Raw(args.prompt.clone())
     } else {

@@ -25,23 +25,38 @@ pub fn parse_size(s: &str) -> Result<(usize, usize)> {
     parse().with_context(|| format!("--size {s}: expected WxH in pixels, e.g. 256x256"))
 }
 
-pub fn run(model: &Path, prompt: &str, out: &Path, sampling: &Sampling, cfg: f32, size: Option<&str>, routing_stats: Option<&Path>) -> Result<()> {
+/// The image flags of `ernie generate`.
+pub struct CliImageOptions<'a> {
+    /// `--cfg`.
+    pub cfg: f32,
+    /// `--size WxH`.
+    pub size: Option<&'a str>,
+    /// `--routing-stats PATH`.
+    pub routing_stats: Option<&'a Path>,
+    /// `--vision-decoder DIR`.
+    pub vision_decoder: Option<&'a Path>,
+}
+
+pub fn run(model: &Path, prompt: &str, out: &Path, sampling: &Sampling, cli: &CliImageOptions<'_>) -> Result<()> {
     let t0 = Instant::now();
-    let stats_paths = routing_stats.map(crate::caption::routing_stats_paths).transpose()?;
-    let engine = Engine::load(model).with_context(|| format!("loading {}", model.display()))?;
-    let grid = match size {
+    let stats_paths = cli.routing_stats.map(crate::caption::routing_stats_paths).transpose()?;
+    let mut engine = Engine::load(model).with_context(|| format!("loading {}", model.display()))?;
+    engine.set_external_parts(cli.vision_decoder.map(Path::to_path_buf), None);
+    let grid = match cli.size {
         Some(s) => {
             let (w, h) = parse_size(s)?;
             Some(engine.image_grid(w, h)?)
         }
         None => None,
     };
-    // TODO(#15): image defaults (temperature 1, top-p 0.97) need the shared Sampling flags to
-    // know whether they were given; today the text defaults (greedy, top-p 1) apply.
+    // Flags left out take the image defaults (temperature 1, top-p 0.97, as the server), not
+    // the text ones.
+    let defaults = ImageGenOptions::default();
+    let (temperature, top_p) = sampling.image((defaults.temperature, defaults.top_p));
     let opts = ImageGenOptions {
-        cfg,
-        temperature: sampling.temperature,
-        top_p: sampling.top_p,
+        cfg: cli.cfg,
+        temperature,
+        top_p,
         seed: sampling.seed,
         grid,
         trace_routing: stats_paths.is_some(),

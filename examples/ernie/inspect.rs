@@ -1,8 +1,10 @@
 //! `ernie inspect --model DIR [--image F]... [--video F]... [--audio F]... [--prompt TEXT] --format json`: what the model will
 //! see and what it costs — per stream segment the kind, token count and position ranges, and for
 //! media the source and resized sizes, `grid_thw`, per-channel mean / std of the normalised
-//! tensor and its first 8 values. No weights are loaded: only `tokenizer.json` and
-//! `preprocessor_config.json` from DIR.
+//! tensor and its first 8 values. No model weights are loaded: only `tokenizer.json` and
+//! `preprocessor_config.json` from DIR. With `--audio` and a Mimi codec (DIR's `audio_codec/`,
+//! or `--audio-codec`), each clip is also encoded as an ERNIE 5.0 checkpoint takes it in
+//! (`audio_codes`: frames, levels, the tokens it occupies, the first codes of each level).
 //!
 //! Media markers `<image>` (and `<video>`, `<audio>`) in the prompt place the inputs; without
 //! markers the inputs go before the prompt text. Each modality adds its files in
@@ -15,7 +17,10 @@ use anyhow::{Context, Result};
 use tokenizers_mm::audio::{preprocess_audio, AudioConfig, MelConfig};
 use tokenizers_mm::image::{AlphaMode, ImageProcessor, ImageProcessorConfig};
 use tokenizers_mm::video::{load_video, VideoConfig};
-use ernie_runtime::engine::stream_config_for;
+use ernie_runtime::engine::{stream_config_for, AUDIO_CODEC_DIR};
+use ernie_runtime::model::audio_codec::MimiCodec;
+use ernie_runtime::tools::codec::encode_audio_file;
+use ernie_runtime::ModelConfig;
 use tokenizers_mm::{Limits, MediaItem, MmChatTemplate, PositionRule, StreamPrompt, TextTokenizer, VideoPlaceholder};
 
 #[derive(clap::Args)]
@@ -33,6 +38,10 @@ pub struct Args {
     /// An audio file (wav incl. RF64, flac, mp3, ogg/vorbis, m4a/aac); repeat for several.
     #[arg(long)]
     audio: Vec<PathBuf>,
+    /// Encode --audio clips with the Mimi codec in this folder (default: DIR's audio_codec/ when
+    /// it has one) and show the codes the model takes in.
+    #[arg(long)]
+    audio_codec: Option<PathBuf>,
     /// Sample videos at this many frames per second (default: the processor's, every frame
     /// within 16..=180).
     #[arg(long)]
@@ -151,6 +160,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut report = stream.inspect_json();
     report["model"] = serde_json::json!(args.model.display().to_string());
     report["template"] = serde_json::json!(if args.raw { "none (--raw)".to_string() } else { template.source().to_string() });
+    if let Some(codes) = audio_codes(&args)? {
+        report["audio_codes"] = codes;
+    }
     let mut out = std::io::stdout().lock();
     let written = match args.format {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?).map_err(anyhow::Error::from),
@@ -205,6 +217,40 @@ fn load_media(args: &Args, limits: &Limits) -> Result<Vec<MediaItem>> {
     Ok(media)
 }
 
+/// First codes shown per level.
+const CODES_SHOWN: usize = 8;
+
+/// Each `--audio` clip through the Mimi codec, as an ERNIE 5.0 checkpoint takes it in (spec
+/// `ernie5-generation.md` §5.2: `<|BOA|>`, one row per frame summing its levels' embeddings,
+/// `<|EOA|>`): the levels are the checkpoint's `audio.num_levels` (all of the codec's for a
+/// checkpoint without an `audio` section). `None` without clips or without a codec.
+fn audio_codes(args: &Args) -> Result<Option<serde_json::Value>> {
+    let dir = args.audio_codec.clone().unwrap_or_else(|| args.model.join(AUDIO_CODEC_DIR));
+    if args.audio.is_empty() || (args.audio_codec.is_none() && !dir.join("config.json").is_file()) {
+        return Ok(None);
+    }
+    let codec = MimiCodec::load(&dir).with_context(|| format!("loading the audio codec {}", dir.display()))?;
+    let levels = match ModelConfig::from_dir(&args.model) {
+        Ok(ModelConfig::Ernie5(c)) => c.audio.map(|a| a.num_levels),
+        _ => None,
+    };
+    let mut clips = Vec::new();
+    for path in &args.audio {
+        let codes = encode_audio_file(&codec, path, levels).with_context(|| format!("encoding {}", path.display()))?;
+        let frames = codes.codes.first().map_or(0, Vec::len);
+        let head: Vec<&[u32]> = codes.codes.iter().map(|l| &l[..l.len().min(CODES_SHOWN)]).collect();
+        clips.push(serde_json::json!({
+            "source": path.display().to_string(),
+            "frames": frames,
+            "levels": codes.codes.len(),
+            "frame_rate": codes.frame_rate,
+            "stream_tokens": frames + 2,
+            "codes_head": head,
+        }));
+    }
+    Ok(Some(serde_json::json!({ "codec": dir.display().to_string(), "clips": clips })))
+}
+
 fn load_image(proc: &ImageProcessor, path: &Path) -> Result<MediaItem> {
     Ok(proc.process_file(path)?.into_media_item())
 }
@@ -221,6 +267,21 @@ fn write_text(out: &mut impl Write, r: &serde_json::Value) -> Result<()> {
             write!(out, "\n      mean {} std {}", s["channel_mean"], s["channel_std"])?;
         }
         writeln!(out)?;
+    }
+    if let Some(codec) = r.get("audio_codes") {
+        writeln!(out, "audio through the codec {}:", codec["codec"].as_str().unwrap_or(""))?;
+        for c in codec["clips"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "  {}: {} frames x {} levels at {} frames/s = {} tokens with <|BOA|> / <|EOA|>; first codes {}",
+                c["source"].as_str().unwrap_or(""),
+                c["frames"],
+                c["levels"],
+                c["frame_rate"],
+                c["stream_tokens"],
+                c["codes_head"]
+            )?;
+        }
     }
     Ok(())
 }

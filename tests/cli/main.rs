@@ -11,6 +11,7 @@ mod caption_cli;
 mod codec_cli;
 mod caption_template_cli;
 mod device_cli;
+mod ernie5_demo_cli;
 mod generate_cli;
 mod generate_image_cli;
 mod inspect_cli;

@@ -42,14 +42,18 @@ impl Engine {
     }
 
     /// Loads the checkpoint's Mimi codec from `audio_codec/` (spec `ernie5-generation.md` §1,
-    /// §5: a transformers Mimi directory) and checks it fits the `audio` config: the LM's
+    /// §5: a transformers Mimi directory; or the folder set with
+    /// [`Engine::set_external_parts`]) and checks it fits the `audio` config: the LM's
     /// `num_levels` ≤ the codec's quantizers, its codebook ≤ the codec's.
     ///
     /// Errors: no audio parts; [`Error::Request`] naming `audio_codec/` when it is missing or
     /// does not fit; the codec's load errors.
     pub fn load_audio_codec(&self) -> Result<MimiCodec> {
         let audio = self.audio()?;
-        let dir = self.dir().join("audio_codec");
+        let dir = self.audio_codec_dir();
+        if !dir.join("config.json").is_file() && dir != self.dir().join(crate::engine::AUDIO_CODEC_DIR) {
+            return Err(Error::Request(format!("{} is not a Mimi codec directory: it has no config.json", dir.display())));
+        }
         if !dir.join("config.json").is_file() {
             return Err(Error::Request(format!(
                 "{} has no audio_codec/ (a Mimi codec directory with config.json and model.safetensors): it cannot turn audio codes into sound or sound into codes",

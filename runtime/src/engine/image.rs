@@ -5,13 +5,17 @@
 
 use super::{Engine, Prompt};
 use crate::config::{ModelConfig, VisualGenConfig};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::error::option_err;
 use crate::infer::next_scale::{generate_latent_with, ImageGenOptions, NextScaleOutput};
 use crate::model::vision_decoder::{to_rgb8, VisionDecoder, VisionDecoderConfig};
 use crate::model::visual_gen::VisualGenHead;
+use crate::tensor::Tensor;
+use crate::weights::Weights;
 use crate::{Error, Result};
 
 /// The unconditional sequence's first token (spec §3.5).
@@ -40,7 +44,7 @@ impl Engine {
     /// prompt; the engine appends BOI): per-scale bits and the final latent `[d, H_f, W_f]`.
     /// Runs on the CPU decoder.
     ///
-    /// Errors: as [`Engine::visual_generation`], [`VisualGenHead::open`] and
+    /// Errors: as [`Engine::visual_generation`], [`VisualGenHead::load`] and
     /// [`generate_latent`]; [`Error::Request`] when the tokenizer lacks the BOI token or
     /// `<|begin_of_sentence|>` (needed with cfg ≠ 1).
     pub fn generate_image_latent(&self, prompt: &Prompt, opts: &ImageGenOptions) -> Result<NextScaleOutput> {
@@ -51,19 +55,72 @@ impl Engine {
     /// ([`generate_latent_with`]).
     pub fn generate_image_latent_with(&self, prompt: &Prompt, opts: &ImageGenOptions, on_scale: &mut dyn FnMut(usize, usize, f64)) -> Result<NextScaleOutput> {
         let vg = self.visual_generation()?;
-        let head = VisualGenHead::open(self.dir(), &self.model.cfg, &vg)?;
+        let head = self.visual_gen_head(&vg)?;
         let tok = self.tokenizer()?;
         let id = |t: &str| tok.token_id(t).ok_or_else(|| Error::Request(format!("the tokenizer has no {t} token (visual_generation needs it)")));
         let boi = id(&vg.boi_token)?;
         let mut ids = self.encode_prompt(prompt)?;
         ids.push(boi);
         let uncond = if opts.cfg != 1.0 { vec![id(UNCOND_START)?, boi] } else { vec![] };
-        generate_latent_with(&self.model, &head, &vg, &ids, &uncond, opts, on_scale)
+        generate_latent_with(&self.model, head, &vg, &ids, &uncond, opts, on_scale)
+    }
+
+    /// The visual-generation head, built from the loader's `visual_gen.*` tensors at the first
+    /// call and kept. A failed build is not kept (it fails the same way each time).
+    ///
+    /// Errors: as [`VisualGenHead::load`] (no head, a partial set, a shape that disagrees with
+    /// `vg`).
+    fn visual_gen_head(&self, vg: &VisualGenConfig) -> Result<&VisualGenHead> {
+        if let Some(head) = self.parts.visual_gen_head.get() {
+            return Ok(head);
+        }
+        let mut w = Weights::from_tensors(self.parts.visual_gen_tensors.clone());
+        let head = VisualGenHead::load(&mut w, &self.model.cfg, vg)?;
+        Ok(self.parts.visual_gen_head.get_or_init(|| head))
     }
 }
 
 /// The `vision_decoder/` subdirectory of a checkpoint (spec `ernie5-generation.md` §1).
 pub const VISION_DECODER_DIR: &str = "vision_decoder";
+/// The `audio_codec/` subdirectory of a checkpoint (spec `ernie5-generation.md` §1).
+pub const AUDIO_CODEC_DIR: &str = "audio_codec";
+
+/// The image parts of an `ernie5` checkpoint, each built once and kept (a server builds them at
+/// its first image request): the visual-generation head from the tensors the loader handed over,
+/// and the image decoder from its folder (the checkpoint's [`VISION_DECODER_DIR`] unless set with
+/// [`Engine::set_external_parts`]); and where the audio codec is read from.
+#[derive(Default)]
+pub(super) struct ExternalParts {
+    /// `visual_gen.*` as the loader handed them over (`model::ernie5::load_ernie5`).
+    pub(super) visual_gen_tensors: BTreeMap<String, Tensor>,
+    /// The head built from them at the first image request.
+    visual_gen_head: OnceLock<VisualGenHead>,
+    vision_decoder_dir: Option<PathBuf>,
+    audio_codec_dir: Option<PathBuf>,
+    vision_decoder: OnceLock<VisionDecoder>,
+}
+
+impl Engine {
+    /// Reads the image decoder from `vision_decoder` and the audio codec from `audio_codec`
+    /// instead of the checkpoint's own subfolders (`None` keeps that one): e.g. a real Mimi or
+    /// VAE with the demo's language model. Drops an image decoder already loaded. The folders are
+    /// read and checked against the config at first use, as the checkpoint's own.
+    pub fn set_external_parts(&mut self, vision_decoder: Option<PathBuf>, audio_codec: Option<PathBuf>) {
+        if vision_decoder.is_some() {
+            self.parts.vision_decoder_dir = vision_decoder;
+            self.parts.vision_decoder = OnceLock::new();
+        }
+        if audio_codec.is_some() {
+            self.parts.audio_codec_dir = audio_codec;
+        }
+    }
+
+    /// The audio codec folder: the one set with [`Engine::set_external_parts`], else the
+    /// checkpoint's `audio_codec/`.
+    pub fn audio_codec_dir(&self) -> PathBuf {
+        self.parts.audio_codec_dir.clone().unwrap_or_else(|| self.dir().join(AUDIO_CODEC_DIR))
+    }
+}
 
 /// One generated image: 8-bit RGB pixels and the NFSP run that produced them.
 #[derive(Clone, Debug)]
@@ -81,19 +138,24 @@ pub struct GeneratedImage {
 }
 
 impl Engine {
-    /// Loads this checkpoint's `vision_decoder/` and checks it against `visual_generation`
-    /// (`latent_channels == bits`). Loaded on each call (no cache in the engine yet).
+    /// This checkpoint's image decoder (`vision_decoder/`, or the folder set with
+    /// [`Engine::set_external_parts`]), checked against `visual_generation` (`latent_channels ==
+    /// bits`). Loaded at the first call and kept: later calls (server requests) reuse it. Two
+    /// threads racing on the first call may both load it; one copy is kept.
     ///
     /// Errors: [`Error::Request`] when there is no `vision_decoder/` directory;
     /// [`Error::Config`] for `latent_channels != visual_generation.bits`; as
-    /// [`VisionDecoder::load`].
-    // TODO(#15): keep the loaded decoder in the engine so the server does not reload it per request.
-    pub fn vision_decoder(&self) -> Result<VisionDecoder> {
+    /// [`VisionDecoder::load`]. A failed load is not kept: the next call tries again.
+    pub fn vision_decoder(&self) -> Result<&VisionDecoder> {
+        if let Some(dec) = self.parts.vision_decoder.get() {
+            return Ok(dec);
+        }
         let vg = self.visual_generation()?;
         let dir = self.vision_decoder_dir()?;
         // The config first: a channel mismatch is named before the weights are read.
         check_decoder(&VisionDecoderConfig::from_file(&dir.join("config.json"))?, &vg)?;
-        VisionDecoder::load(&dir)
+        let dec = VisionDecoder::load(&dir)?;
+        Ok(self.parts.vision_decoder.get_or_init(|| dec))
     }
 
     /// The image sizes this checkpoint generates, `(width, height)` in pixels: the schedule's
@@ -124,8 +186,8 @@ impl Engine {
     }
 
     /// Generates one image: [`Engine::generate_image_latent`], then the image decoder on the
-    /// latent as a diffusers pipeline would ([`VisionDecoder::decode`]: `latent / scaling_factor
-    /// + shift_factor`, clamp to [−1, 1]), then [`to_rgb8`]. The loop's latent is the unscaled
+    /// latent as a diffusers pipeline would ([`VisionDecoder::decode`]:
+    /// `latent / scaling_factor + shift_factor`, clamp to [−1, 1]), then [`to_rgb8`]. The loop's latent is the unscaled
     /// BSQ sum; Infinity-style decoders store `scaling_factor` 1 and no shift, so it reaches the
     /// decoder unchanged there, and a decoder storing other factors gets the pipeline's scaling.
     ///
@@ -147,6 +209,9 @@ impl Engine {
     }
 
     fn vision_decoder_dir(&self) -> Result<PathBuf> {
+        if let Some(dir) = &self.parts.vision_decoder_dir {
+            return existing_dir(dir);
+        }
         let dir = self.dir().join(VISION_DECODER_DIR);
         if !dir.is_dir() {
             return Err(Error::Request(
@@ -155,6 +220,14 @@ impl Engine {
         }
         Ok(dir)
     }
+}
+
+/// `dir` itself when it is a directory, else [`Error::Io`] naming it.
+fn existing_dir(dir: &Path) -> Result<PathBuf> {
+    if dir.is_dir() {
+        return Ok(dir.to_path_buf());
+    }
+    Err(Error::Io { path: dir.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory") })
 }
 
 /// `latent_channels` must equal the bits per token (spec §4).

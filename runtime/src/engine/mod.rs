@@ -14,13 +14,15 @@ use std::path::{Path, PathBuf};
 
 use tokenizers_mm::{ChatMessage, TextTokenizer};
 
-pub use image::{GeneratedImage, VISION_DECODER_DIR};
+use image::ExternalParts;
+pub use image::{GeneratedImage, AUDIO_CODEC_DIR, VISION_DECODER_DIR};
 pub use embed::{EmbedInput, EmbedOptions, Embedding, Media, END_OF_SENTENCE};
 pub use media::{stream_config_for, MediaInput, StreamOptions, VlParts};
 
 use crate::config::{generation_eos_ids, ModelConfig};
 use crate::infer::{Runner, Session};
-use crate::model::audio_lm::{load_ernie5_with_audio, AudioLm};
+use crate::model::audio_lm::AudioLm;
+use crate::model::ernie5::load_ernie5;
 use crate::model::cuda::CudaModel;
 use crate::model::decoder::Transformer;
 use crate::model::elastic::ElasticOptions;
@@ -51,6 +53,9 @@ pub struct Engine {
     gpu: Option<CudaModel>,
     /// Audio level embeddings and NCP heads of an `ernie5` checkpoint (`audio.rs`).
     audio: Option<AudioLm>,
+    /// The visual-generation head's tensors and the head once built, where the image decoder and
+    /// the audio codec are read from, and the decoder once loaded (`image.rs`).
+    parts: ExternalParts,
 }
 
 impl Engine {
@@ -76,8 +81,13 @@ impl Engine {
         }
         // config.json is read once (it may be a pipe that a deployment fills late).
         let config = ModelConfig::from_dir(dir)?;
+        let mut parts = ExternalParts::default();
         let (mut model, vision, audio) = match &config {
-            ModelConfig::Ernie5(c) => load_ernie5_with_audio(dir, c, elastic).map(|(m, a)| (m, None, a))?,
+            ModelConfig::Ernie5(c) => {
+                let loaded = load_ernie5(dir, c, elastic)?;
+                parts.visual_gen_tensors = loaded.visual_gen;
+                (loaded.model, None, loaded.audio)
+            }
             _ => crate::model::load(dir, &config, elastic).map(|(m, v)| (m, v, None))?,
         };
         if let Some(scheme) = quant {
@@ -94,7 +104,7 @@ impl Engine {
                 }
             }
         }
-        Ok(Engine { model, vl, tokenizer, eos_ids, dir: dir.to_path_buf(), gpu: None, audio })
+        Ok(Engine { model, vl, tokenizer, eos_ids, dir: dir.to_path_buf(), gpu: None, audio, parts })
     }
 
     /// The text tokenizer. Errors when the checkpoint has neither tokenizer.json nor tokenizer.model.

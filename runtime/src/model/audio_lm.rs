@@ -11,12 +11,7 @@
 //! A checkpoint may omit the heads (it can then take audio in but not generate it) or every
 //! `audio.*` tensor (no audio at all); a partial set is a checkpoint error listing what is missing.
 
-use std::path::Path;
-
-use super::decoder::Transformer;
-use super::elastic::ElasticOptions;
-use super::load::load_ernie5_backbone;
-use crate::config::{AudioGenConfig, Ernie5Config};
+use crate::config::AudioGenConfig;
 use crate::nn::linear::Linear;
 use crate::ops::rms_norm;
 use crate::tensor::{Elems, Tensor};
@@ -178,22 +173,4 @@ pub fn check_codes(codes: &[Vec<u32>], q: usize, v: usize) -> Result<usize> {
         }
     }
     Ok(frames)
-}
-
-/// Loads an `ernie5` checkpoint's decoder and its audio parts ([`AudioLm::load`]; `None` without
-/// an `audio` section or without `audio.*` tensors), ignores the visual-generation tensors (their
-/// loader is elsewhere), and proves every other tensor was used.
-///
-/// Errors: as [`load_ernie5_backbone`], [`AudioLm::load`], and [`Error::TensorSet`] for a partial
-/// audio set or `audio.*` tensors without an `audio` config section.
-pub fn load_ernie5_with_audio(dir: &Path, cfg: &Ernie5Config, elastic: &ElasticOptions) -> Result<(Transformer, Option<AudioLm>)> {
-    let (model, mut w) = load_ernie5_backbone(dir, cfg, elastic)?;
-    let audio = match &cfg.audio {
-        Some(a) => AudioLm::load(&mut w, a, cfg.text.hidden_size, cfg.text.rms_norm_eps)?,
-        None => None,
-    };
-    // TODO(#14): the image-generation loader takes these at merge.
-    w.take_prefix("visual_gen.");
-    w.finish()?;
-    Ok((model, audio))
 }

@@ -1,12 +1,14 @@
 //! Networks that read top to bottom, built from `nn/` layers: the decoder (`decoder.rs`), the MTP
 //! draft head (`mtp.rs`), the vision tower and resampler (`vision/`), their checkpoint loading
-//! (`load.rs`, `moe.rs`, every spelling in `names.rs`), elastic sub-model selection
+//! (`load.rs`, `moe.rs`, every spelling in `names.rs`; `ernie5.rs` for an ERNIE 5.0 checkpoint's
+//! parts), elastic sub-model selection
 //! (`elastic.rs`), and the decoder's GPU mirror (`cuda/`, a stub without the `cuda` feature).
 
 pub mod audio_codec;
 pub mod audio_lm;
 pub mod decoder;
 pub mod elastic;
+pub mod ernie5;
 pub mod load;
 pub mod moe;
 pub mod mtp;

@@ -1,6 +1,11 @@
-//! The built-in demo checkpoint: a small ERNIE-4.5-VL model with seeded random weights and a real
-//! small tokenizer, written on first use into a cache folder so `ernie caption` works without
-//! `--model` (and without a download).
+//! The built-in demo checkpoints, written on first use into a cache folder so the CLI works without
+//! `--model` (and without a download): a small ERNIE-4.5-VL model with seeded random weights and a
+//! real small tokenizer (this file and `weights.rs`; `ernie caption` on images and video), and a
+//! small ERNIE 5.0 generation checkpoint with an image decoder and an audio codec (`ernie5.rs`;
+//! `ernie generate --output x.png|x.wav`, `ernie caption --audio`). Both are created the same
+//! way: written into a temp sibling, renamed into place, checked by a `.complete` marker.
+//!
+//! The VL demo:
 //!
 //! The folder is an `Ernie4_5_VLMoeForConditionalGeneration` checkpoint (`model_type`
 //! `ernie4_5_vl_moe`) exactly as transformers 5.x `save_pretrained` writes one — transformers loads
@@ -44,8 +49,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{Error, Result};
 
+mod codec_weights;
+mod ernie5;
+mod ernie5_weights;
 mod weights;
 
+pub use ernie5::{ensure_ernie5_demo_checkpoint, write_ernie5_demo_checkpoint, ERNIE5_DEMO_NAME, ERNIE5_DEMO_SEED};
 use weights::demo_safetensors;
 
 /// Folder name of the demo checkpoint inside the cache directory. Bump the suffix whenever the
@@ -61,6 +70,32 @@ pub const DEMO_SEED: u64 = 0x4552_4E49_452D_564C;
 const MARKER: &str = ".complete";
 /// First line of the marker; a folder whose marker says anything else is rebuilt.
 const MARKER_FORMAT: &str = "ernie45-vl-demo-v1 format 1";
+
+/// A demo's files: (path relative to its folder, with `/` between folders; bytes).
+type DemoFiles = Vec<(String, Vec<u8>)>;
+
+/// One built-in demo checkpoint: how its folder is named and checked, and what it holds.
+struct Demo {
+    /// Folder name inside the cache directory.
+    name: &'static str,
+    /// First line of its `.complete` marker.
+    marker_format: &'static str,
+    /// How many files the marker lists.
+    n_files: usize,
+    /// Every file but the marker. The argument is the folder, for error messages only.
+    files: fn(&Path) -> Result<DemoFiles>,
+}
+
+/// The ERNIE-4.5-VL demo.
+const VL_DEMO: Demo = Demo { name: DEMO_NAME, marker_format: MARKER_FORMAT, n_files: TEXT_FILES.len() + 2, files: vl_files };
+
+/// The VL demo's files: the embedded JSON/README files, the font, `model.safetensors`.
+fn vl_files(dir: &Path) -> Result<DemoFiles> {
+    let mut files: DemoFiles = TEXT_FILES.iter().map(|(name, text)| (name.to_string(), text.as_bytes().to_vec())).collect();
+    files.push((FONT_FILE.into(), tokenizers_mm::video::ROBOTO_REGULAR.to_vec()));
+    files.push((WEIGHTS_FILE.into(), demo_safetensors(&dir.join(WEIGHTS_FILE))?));
+    Ok(files)
+}
 
 /// Leftover temp folders of crashed writers older than this are swept on the next build.
 const STALE_AFTER: Duration = Duration::from_secs(3600);
@@ -119,14 +154,19 @@ fn cache_dir_from(var: impl Fn(&str) -> Option<OsString>, temp_dir: PathBuf) -> 
 /// unwritable cache directory); [`Error::Safetensors`] if serialising the weights fails (not
 /// expected).
 pub fn ensure_demo_checkpoint(cache_dir: &Path) -> Result<(PathBuf, bool)> {
-    let target = cache_dir.join(DEMO_NAME);
-    if is_complete(&target) {
+    ensure(cache_dir, &VL_DEMO)
+}
+
+/// [`ensure_demo_checkpoint`] for any [`Demo`].
+fn ensure(cache_dir: &Path, demo: &Demo) -> Result<(PathBuf, bool)> {
+    let target = cache_dir.join(demo.name);
+    if is_complete(&target, demo) {
         return Ok((target, false));
     }
     fs::create_dir_all(cache_dir).map_err(|source| Error::Io { path: cache_dir.to_path_buf(), source })?;
-    sweep_stale(cache_dir);
-    let tmp = unique_sibling(cache_dir, "tmp");
-    if let Err(e) = write_demo_checkpoint(&tmp) {
+    sweep_stale(cache_dir, demo.name);
+    let tmp = unique_sibling(cache_dir, demo.name, "tmp");
+    if let Err(e) = write(&tmp, demo) {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
@@ -140,13 +180,13 @@ pub fn ensure_demo_checkpoint(cache_dir: &Path) -> Result<(PathBuf, bool)> {
             }
             Err(_) => {}
         }
-        if is_complete(&target) {
+        if is_complete(&target, demo) {
             // Another process finished first: use theirs (same bytes).
             let _ = fs::remove_dir_all(&tmp);
             return Ok((target, false));
         }
         // An incomplete folder: move it aside atomically, then delete it.
-        let trash = unique_sibling(cache_dir, "old");
+        let trash = unique_sibling(cache_dir, demo.name, "old");
         match fs::rename(&target, &trash) {
             Ok(()) => {
                 let _ = fs::remove_dir_all(&trash);
@@ -170,14 +210,21 @@ pub fn ensure_demo_checkpoint(cache_dir: &Path) -> Result<(PathBuf, bool)> {
 /// Errors: [`Error::Io`] naming the file that could not be written; [`Error::Safetensors`] if
 /// serialising the weights fails (not expected).
 pub fn write_demo_checkpoint(dir: &Path) -> Result<()> {
+    write(dir, &VL_DEMO)
+}
+
+/// Writes `demo`'s files into `dir` (subfolders created as needed), then the `.complete` marker:
+/// the format line, then `path size fnv1a64` per file.
+fn write(dir: &Path, demo: &Demo) -> Result<()> {
     fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
-    let weights = demo_safetensors(&dir.join(WEIGHTS_FILE))?;
-    let mut files: Vec<(&str, &[u8])> = TEXT_FILES.iter().map(|(name, text)| (*name, text.as_bytes())).collect();
-    files.push((FONT_FILE, tokenizers_mm::video::ROBOTO_REGULAR));
-    files.push((WEIGHTS_FILE, &weights));
-    let mut marker = format!("{MARKER_FORMAT}\n");
+    let files = (demo.files)(dir)?;
+    let mut marker = format!("{}\n", demo.marker_format);
     for (name, bytes) in &files {
-        write_synced(&dir.join(name), bytes)?;
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
+        }
+        write_synced(&path, bytes)?;
         marker.push_str(&format!("{name} {} {:016x}\n", bytes.len(), fnv1a64(bytes)));
     }
     write_synced(&dir.join(MARKER), marker.as_bytes())
@@ -185,10 +232,10 @@ pub fn write_demo_checkpoint(dir: &Path) -> Result<()> {
 
 /// Whether `dir` holds a complete demo checkpoint (see [`ensure_demo_checkpoint`]). Checks
 /// metadata only (sizes), not contents, so it costs a few `stat` calls.
-fn is_complete(dir: &Path) -> bool {
+fn is_complete(dir: &Path, demo: &Demo) -> bool {
     let Ok(marker) = fs::read_to_string(dir.join(MARKER)) else { return false };
     let mut lines = marker.lines();
-    if lines.next() != Some(MARKER_FORMAT) {
+    if lines.next() != Some(demo.marker_format) {
         return false;
     }
     let mut n_files = 0;
@@ -197,27 +244,29 @@ fn is_complete(dir: &Path) -> bool {
         let (Some(name), Some(size)) = (parts.next(), parts.next().and_then(|s| s.parse::<u64>().ok())) else {
             return false;
         };
-        if name.contains('/') || name.contains('\\') || fs::metadata(dir.join(name)).map(|m| m.len()).ok() != Some(size) {
+        // Relative paths inside the folder only (`vision_decoder/config.json`), never `..`.
+        let inside = !name.starts_with('/') && !name.contains('\\') && name.split('/').all(|p| !p.is_empty() && p != "..");
+        if !inside || fs::metadata(dir.join(name)).map(|m| m.len()).ok() != Some(size) {
             return false;
         }
         n_files += 1;
     }
-    n_files == TEXT_FILES.len() + 2
+    n_files == demo.n_files
 }
 
-/// `cache_dir/.DEMO_NAME.{kind}-{pid}-{nanos}-{n}`: unique across processes and threads.
-fn unique_sibling(cache_dir: &Path, kind: &str) -> PathBuf {
+/// `cache_dir/.{name}.{kind}-{pid}-{nanos}-{n}`: unique across processes and threads.
+fn unique_sibling(cache_dir: &Path, name: &str, kind: &str) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    cache_dir.join(format!(".{DEMO_NAME}.{kind}-{}-{nanos}-{n}", std::process::id()))
+    cache_dir.join(format!(".{name}.{kind}-{}-{nanos}-{n}", std::process::id()))
 }
 
-/// Deletes `.DEMO_NAME.{tmp,old}-*` folders not modified for [`STALE_AFTER`] (crashed writers).
+/// Deletes `.{demo_name}.{tmp,old}-*` folders not modified for [`STALE_AFTER`] (crashed writers).
 /// Best effort: errors are ignored; a live writer's folder is always younger than that.
-fn sweep_stale(cache_dir: &Path) {
+fn sweep_stale(cache_dir: &Path, demo_name: &str) {
     let Ok(entries) = fs::read_dir(cache_dir) else { return };
-    let prefixes = [format!(".{DEMO_NAME}.tmp-"), format!(".{DEMO_NAME}.old-")];
+    let prefixes = [format!(".{demo_name}.tmp-"), format!(".{demo_name}.old-")];
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -251,168 +300,4 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::weights::*;
-    use safetensors::tensor::Dtype;
-    use super::*;
-    use safetensors::SafeTensors;
-
-    /// 4 layers: 9 attention/norm tensors each, 3 dense-FFN tensors in layer 0, and per MoE layer
-    /// 2E experts × 3 + 2 routers + 1 bias + 3 shared; 1 embedding + 1 final norm; ViT 1 patch
-    /// embed + 12 per block + 2 final LN; resampler 15.
-    const EXPECTED_TENSORS: usize = 4 * 6 + 3 + 3 * (2 * N_EXPERTS * 3 + 3 + 3) + 2 + 1 + 12 * VIT_DEPTH + 2 + 15;
-
-    fn read_all(dir: &Path) -> Vec<(String, Vec<u8>)> {
-        let mut files: Vec<_> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (e.file_name().to_string_lossy().into_owned(), fs::read(e.path()).unwrap())
-            })
-            .collect();
-        files.sort();
-        files
-    }
-
-    #[test]
-    fn writer_is_deterministic() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        write_demo_checkpoint(a.path()).unwrap();
-        write_demo_checkpoint(b.path()).unwrap();
-        let (fa, fb) = (read_all(a.path()), read_all(b.path()));
-        assert_eq!(fa.len(), TEXT_FILES.len() + 3, "files + font + weights + marker");
-        assert!(fa == fb, "two writes differ");
-    }
-
-    #[test]
-    fn safetensors_and_config_are_well_formed() {
-        let dir = tempfile::tempdir().unwrap();
-        write_demo_checkpoint(dir.path()).unwrap();
-        let bytes = fs::read(dir.path().join(WEIGHTS_FILE)).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        assert_eq!(st.len(), EXPECTED_TENSORS);
-        assert_eq!(st.len(), 377, "the count transformers 5.24 save_pretrained writes for this config");
-        let t = st.tensor("model.layers.2.mlp.experts.20.down_proj.weight").unwrap();
-        assert_eq!((t.dtype(), t.shape()), (Dtype::BF16, &[HIDDEN, MOE_INTER[1]][..]));
-        let t = st.tensor("model.layers.1.mlp.gate.weight_1").unwrap();
-        assert_eq!((t.dtype(), t.shape()), (Dtype::F32, &[HIDDEN, N_EXPERTS][..]));
-        assert!(st.tensor("lm_head.weight").is_err(), "tied head is not stored");
-
-        let cfg: serde_json::Value = serde_json::from_slice(&fs::read(dir.path().join("config.json")).unwrap()).unwrap();
-        assert_eq!(cfg["model_type"], "ernie4_5_vl_moe");
-        let text = &cfg["text_config"];
-        let vision = &cfg["vision_config"];
-        for (key, want) in [
-            (&text["vocab_size"], VOCAB),
-            (&text["hidden_size"], HIDDEN),
-            (&text["intermediate_size"], INTER),
-            (&text["num_hidden_layers"], N_LAYERS),
-            (&text["num_attention_heads"], N_HEADS),
-            (&text["num_key_value_heads"], N_KV_HEADS),
-            (&text["head_dim"], HEAD_DIM),
-            (&text["moe_num_experts"], N_EXPERTS),
-            (&text["moe_intermediate_size"][0], MOE_INTER[0]),
-            (&text["moe_intermediate_size"][1], MOE_INTER[1]),
-            (&text["moe_num_shared_experts"], N_SHARED),
-            (&vision["depth"], VIT_DEPTH),
-            (&vision["hidden_size"], VIT_HIDDEN),
-            (&vision["intermediate_size"], VIT_INTER),
-            (&vision["spatial_merge_size"], MERGE),
-        ] {
-            assert_eq!(key.as_u64(), Some(want as u64), "config.json disagrees with the tensor shapes");
-        }
-        assert_eq!(PATCH_DIM as u64, 3 * vision["patch_size"].as_u64().unwrap().pow(2));
-    }
-
-    #[test]
-    fn weights_have_the_documented_scale() {
-        let spec = TensorSpec { name: "x".into(), shape: vec![4096], dtype: Dtype::F32, init: Init::Normal(0.5) };
-        let v: Vec<f32> = tensor_bytes(&spec).chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        let mean = v.iter().sum::<f32>() / v.len() as f32;
-        let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32).sqrt();
-        assert!(mean.abs() < 0.03 && (std - 0.5).abs() < 0.03, "mean {mean} std {std}");
-    }
-
-    #[test]
-    fn ensure_creates_once_then_reuses() {
-        let cache = tempfile::tempdir().unwrap();
-        let (dir, created) = ensure_demo_checkpoint(cache.path()).unwrap();
-        assert!(created);
-        assert_eq!(dir, cache.path().join(DEMO_NAME));
-        assert!(is_complete(&dir));
-        let (again, created) = ensure_demo_checkpoint(cache.path()).unwrap();
-        assert_eq!((again, created), (dir, false));
-        // No temp folders are left behind.
-        assert_eq!(fs::read_dir(cache.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn incomplete_folders_are_rebuilt() {
-        let cache = tempfile::tempdir().unwrap();
-        let target = cache.path().join(DEMO_NAME);
-        // No marker at all.
-        fs::create_dir_all(&target).unwrap();
-        fs::write(target.join("config.json"), "{}").unwrap();
-        let (dir, created) = ensure_demo_checkpoint(cache.path()).unwrap();
-        assert!(created && is_complete(&dir));
-        assert_ne!(fs::read(dir.join("config.json")).unwrap(), b"{}");
-        // A truncated weights file behind a valid marker.
-        let weights = dir.join(WEIGHTS_FILE);
-        let len = fs::metadata(&weights).unwrap().len();
-        File::options().write(true).open(&weights).unwrap().set_len(len / 2).unwrap();
-        assert!(!is_complete(&dir));
-        let (dir, created) = ensure_demo_checkpoint(cache.path()).unwrap();
-        assert!(created && is_complete(&dir));
-        assert_eq!(fs::metadata(dir.join(WEIGHTS_FILE)).unwrap().len(), len);
-        assert_eq!(fs::read_dir(cache.path()).unwrap().count(), 1, "the stale folder was deleted");
-    }
-
-    #[test]
-    fn racing_writers_agree() {
-        let cache = tempfile::tempdir().unwrap();
-        let results: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..2).map(|_| s.spawn(|| ensure_demo_checkpoint(cache.path()).unwrap())).collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        assert!(results.iter().all(|(dir, _)| is_complete(dir)));
-        assert!(results.iter().any(|(_, created)| *created));
-        assert_eq!(fs::read_dir(cache.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn unwritable_cache_dir_is_an_io_error() {
-        let tmp = tempfile::tempdir().unwrap();
-        let file = tmp.path().join("not-a-dir");
-        fs::write(&file, "x").unwrap();
-        // A path below a regular file cannot be created, even by root.
-        let cache = file.join("cache");
-        match ensure_demo_checkpoint(&cache) {
-            Err(Error::Io { path, .. }) => assert!(path.starts_with(&file), "{path:?}"),
-            other => panic!("expected an Io error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn cache_dir_precedence() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| OsString::from(v))
-        };
-        let tmp = PathBuf::from("/tmp");
-        let all = env(&[("ERNIE_CACHE_DIR", "/c"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
-        assert_eq!(cache_dir_from(all, tmp.clone()), PathBuf::from("/c"));
-        let xdg = env(&[("ERNIE_CACHE_DIR", ""), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
-        assert_eq!(cache_dir_from(xdg, tmp.clone()), PathBuf::from("/x/ernie"));
-        let home = env(&[("XDG_CACHE_HOME", "relative"), ("HOME", "/h")]);
-        assert_eq!(cache_dir_from(home, tmp.clone()), PathBuf::from("/h/.cache/ernie"));
-        assert_eq!(cache_dir_from(env(&[]), tmp), PathBuf::from("/tmp/ernie"));
-    }
-
-    /// Writes the demo checkpoint to `$ERNIE_DEMO_OUT` for tests/reference/check_demo_checkpoint.py:
-    /// `ERNIE_DEMO_OUT=/tmp/demo cargo test -p ernie-runtime --lib demo::tests::write_to_env_dir -- --ignored`.
-    #[test]
-    #[ignore]
-    fn write_to_env_dir() {
-        let out = std::env::var_os("ERNIE_DEMO_OUT").expect("set ERNIE_DEMO_OUT");
-        write_demo_checkpoint(Path::new(&out)).unwrap();
-    }
-}
+mod tests;

@@ -19,6 +19,11 @@ pub(super) enum Init {
     Ones,
     /// All 0.0 (biases).
     Zeros,
+    /// Every element this value (Mimi's layer scales, codebook counters).
+    Const(f32),
+    /// Normal(0, std²) with the last row (of a `[rows, cols]` tensor) all 0.0: the ERNIE 5.0
+    /// demo's end-of-audio class, so random weights never end speech early.
+    NormalZeroLastRow(f32),
 }
 
 // Shapes; they must agree with assets/demo/config.json (checked by a test).
@@ -56,27 +61,33 @@ pub(super) struct TensorSpec {
     pub(super) init: Init,
 }
 
-/// Collects [`TensorSpec`]s; one method per kind of tensor.
-struct Specs(Vec<TensorSpec>);
+/// Collects [`TensorSpec`]s; one method per kind of tensor. `.1` is the dtype of linear, norm,
+/// bias and conv tensors (bf16 for the language models, f32 for the codec and image decoder).
+pub(super) struct Specs(pub(super) Vec<TensorSpec>, pub(super) Dtype);
 
 impl Specs {
-    /// A bf16 linear weight `[out, in]`, std 1/sqrt(in) so activations stay O(1).
-    fn linear(&mut self, name: String, out: usize, inp: usize) {
-        self.0.push(TensorSpec { name, shape: vec![out, inp], dtype: Dtype::BF16, init: Init::Normal(1.0 / (inp as f32).sqrt()) });
+    /// A linear weight `[out, in]`, std 1/sqrt(in) so activations stay O(1).
+    pub(super) fn linear(&mut self, name: String, out: usize, inp: usize) {
+        self.0.push(TensorSpec { name, shape: vec![out, inp], dtype: self.1, init: Init::Normal(1.0 / (inp as f32).sqrt()) });
     }
 
-    /// A bf16 norm weight `[n]` of ones.
-    fn ones(&mut self, name: String, n: usize) {
-        self.0.push(TensorSpec { name, shape: vec![n], dtype: Dtype::BF16, init: Init::Ones });
+    /// A convolution weight of any `shape`, std 1/sqrt(fan_in).
+    pub(super) fn conv(&mut self, name: String, shape: Vec<usize>, fan_in: usize) {
+        self.0.push(TensorSpec { name, shape, dtype: self.1, init: Init::Normal(1.0 / (fan_in.max(1) as f32).sqrt()) });
     }
 
-    /// A bf16 bias `[n]` of zeros.
-    fn zeros(&mut self, name: String, n: usize) {
-        self.0.push(TensorSpec { name, shape: vec![n], dtype: Dtype::BF16, init: Init::Zeros });
+    /// A norm weight `[n]` of ones.
+    pub(super) fn ones(&mut self, name: String, n: usize) {
+        self.0.push(TensorSpec { name, shape: vec![n], dtype: self.1, init: Init::Ones });
+    }
+
+    /// A bias `[n]` of zeros.
+    pub(super) fn zeros(&mut self, name: String, n: usize) {
+        self.0.push(TensorSpec { name, shape: vec![n], dtype: self.1, init: Init::Zeros });
     }
 
     /// Anything else.
-    fn other(&mut self, name: String, shape: Vec<usize>, dtype: Dtype, init: Init) {
+    pub(super) fn other(&mut self, name: String, shape: Vec<usize>, dtype: Dtype, init: Init) {
         self.0.push(TensorSpec { name, shape, dtype, init });
     }
 }
@@ -86,7 +97,7 @@ impl Specs {
 /// docs for how these map to transformers' in-memory names). Linear weights are `[out, in]` with
 /// std 1/sqrt(in); norms are 1, biases 0, the embedding std [`EMBED_STD`].
 pub(super) fn demo_tensors() -> Vec<TensorSpec> {
-    let mut t = Specs(Vec::new());
+    let mut t = Specs(Vec::new(), Dtype::BF16);
     let (h, q_dim, kv_dim) = (HIDDEN, N_HEADS * HEAD_DIM, N_KV_HEADS * HEAD_DIM);
 
     t.other("model.embed_tokens.weight".into(), vec![VOCAB, h], Dtype::BF16, Init::Normal(EMBED_STD)); // [V, H]
@@ -163,8 +174,13 @@ pub(super) fn demo_tensors() -> Vec<TensorSpec> {
 /// Serialises every [`demo_tensors`] entry into safetensors bytes (metadata `{"format": "pt"}`,
 /// as transformers writes). `path` only names the file in errors.
 pub(super) fn demo_safetensors(path: &Path) -> Result<Vec<u8>> {
-    let specs = demo_tensors();
-    let data: Vec<Vec<u8>> = specs.iter().map(tensor_bytes).collect();
+    safetensors_bytes(&demo_tensors(), DEMO_SEED, path)
+}
+
+/// Serialises `specs`, each filled from `seed` ([`tensor_bytes_seeded`]), into safetensors bytes
+/// (metadata `{"format": "pt"}`). `path` only names the file in errors.
+pub(super) fn safetensors_bytes(specs: &[TensorSpec], seed: u64, path: &Path) -> Result<Vec<u8>> {
+    let data: Vec<Vec<u8>> = specs.iter().map(|s| tensor_bytes_seeded(s, seed)).collect();
     let mut views = Vec::with_capacity(specs.len());
     for (spec, bytes) in specs.iter().zip(&data) {
         let view = TensorView::new(spec.dtype, spec.shape.clone(), bytes)
@@ -175,18 +191,31 @@ pub(super) fn demo_safetensors(path: &Path) -> Result<Vec<u8>> {
     safetensors::tensor::serialize(views, metadata).map_err(|e| Error::Safetensors { path: path.to_path_buf(), reason: e.to_string() })
 }
 
-/// The little-endian bytes of one tensor, filled per its [`Init`].
+/// The little-endian bytes of one VL demo tensor ([`DEMO_SEED`]).
+#[cfg(test)]
 pub(super) fn tensor_bytes(spec: &TensorSpec) -> Vec<u8> {
+    tensor_bytes_seeded(spec, DEMO_SEED)
+}
+
+/// The little-endian bytes of one tensor, filled per its [`Init`] from SplitMix64 seeded with
+/// `seed ^ fnv1a64(name)`.
+pub(super) fn tensor_bytes_seeded(spec: &TensorSpec, seed: u64) -> Vec<u8> {
     let n: usize = spec.shape.iter().product();
-    let mut rng = SplitMix64(DEMO_SEED ^ fnv1a64(spec.name.as_bytes()));
-    let value = |rng: &mut SplitMix64| match spec.init {
+    let cols = spec.shape.last().copied().unwrap_or(1).max(1);
+    let mut rng = SplitMix64(seed ^ fnv1a64(spec.name.as_bytes()));
+    let value = |rng: &mut SplitMix64, i: usize| match spec.init {
         Init::Normal(std) => rng.normal() * std,
+        Init::NormalZeroLastRow(std) => {
+            let v = rng.normal() * std; // drawn for every element, so other rows do not shift
+            if i >= n - cols { 0.0 } else { v }
+        }
         Init::Ones => 1.0,
         Init::Zeros => 0.0,
+        Init::Const(c) => c,
     };
     let mut out = Vec::with_capacity(n * if spec.dtype == Dtype::F32 { 4 } else { 2 });
-    for _ in 0..n {
-        let v = value(&mut rng);
+    for i in 0..n {
+        let v = value(&mut rng, i);
         if spec.dtype == Dtype::F32 {
             out.extend_from_slice(&v.to_le_bytes());
         } else {
