@@ -6,6 +6,7 @@
 
 mod audio;
 mod embed;
+mod gguf;
 mod image;
 mod media;
 mod text;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use tokenizers_mm::{ChatMessage, TextTokenizer};
 
 pub use image::{GeneratedImage, VISION_DECODER_DIR};
+pub use gguf::{gguf_tokenizer, is_gguf_file};
 pub use embed::{EmbedInput, EmbedOptions, Embedding, Media, END_OF_SENTENCE};
 pub use media::{stream_config_for, MediaInput, StreamOptions, VlParts};
 
@@ -51,10 +53,13 @@ pub struct Engine {
     gpu: Option<CudaModel>,
     /// Audio level embeddings and NCP heads of an `ernie5` checkpoint (`audio.rs`).
     audio: Option<AudioLm>,
+    /// Loaded from a GGUF file (`gguf.rs`; `dir` is then the file).
+    gguf: bool,
 }
 
 impl Engine {
-    /// Loads `dir`: config.json, safetensors, and tokenizer files when present.
+    /// Loads `dir`: config.json, safetensors, and tokenizer files when present; or a GGUF file
+    /// ([`Engine::load_gguf`]).
     ///
     /// Errors: every config, checkpoint and tokenizer error, each naming the file and problem.
     pub fn load(dir: &Path) -> Result<Engine> {
@@ -69,7 +74,12 @@ impl Engine {
     /// [`Engine::load_with`], then, when `quant` is set, weight-only quantisation of the decoder's
     /// projections and LM head (`model/quantize.rs`; CPU only: [`Engine::to_device`] then fails
     /// with [`Error::Unsupported`]).
+    ///
+    /// A GGUF file instead of a folder is loaded by [`Engine::load_gguf`].
     pub fn load_quant(dir: &Path, elastic: &ElasticOptions, quant: Option<crate::model::quantize::QuantScheme>) -> Result<Engine> {
+        if is_gguf_file(dir) {
+            return Engine::load_gguf(dir, elastic, quant);
+        }
         if !dir.is_dir() {
             let what = if dir.exists() { "not a directory" } else { "no such checkpoint directory" };
             return Err(Error::Io { path: dir.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::NotFound, what) });
@@ -94,7 +104,7 @@ impl Engine {
                 }
             }
         }
-        Ok(Engine { model, vl, tokenizer, eos_ids, dir: dir.to_path_buf(), gpu: None, audio })
+        Ok(Engine { model, vl, tokenizer, eos_ids, dir: dir.to_path_buf(), gpu: None, audio, gguf: false })
     }
 
     /// The text tokenizer. Errors when the checkpoint has neither tokenizer.json nor tokenizer.model.

@@ -101,6 +101,12 @@ impl Engine {
         mode: DraftMode,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<(Generation, DraftStats)> {
+        if self.gguf && matches!(mode, DraftMode::Fixed(_)) {
+            return Err(crate::error::option_err(
+                "draft_tokens",
+                "GGUF files have no MTP module (llama.cpp's converter drops the MTP tensors): draft from the safetensors checkpoint, or decode without drafting",
+            ));
+        }
         let mtp = self.mtp()?;
         speculative::generate_speculative(self.session(), mtp.as_ref(), prompt_ids, req, mode, on_text)
     }

@@ -7,6 +7,7 @@ pub mod audio_codec;
 pub mod audio_lm;
 pub mod decoder;
 pub mod elastic;
+pub mod gguf_load;
 pub mod load;
 pub mod moe;
 pub mod mtp;
