@@ -23,6 +23,10 @@ impl Engine {
     pub fn to_device(&mut self, device: &Device) -> Result<()> {
         self.gpu = match device {
             Device::Cpu => None,
+            // The GPU mirror uploads dense weights only; a quantised embedding has no dense copy.
+            Device::Cuda(_) if self.model.embed_quant.is_some() => {
+                return Err(crate::error::unsupported("a quantised GGUF model on a GPU", "run it with --device cpu"))
+            }
             Device::Cuda(dev) => Some(CudaModel::upload(&self.model, dev)?),
         };
         Ok(())
