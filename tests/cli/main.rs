@@ -12,6 +12,7 @@ mod codec_cli;
 mod caption_template_cli;
 mod device_cli;
 mod generate_cli;
+mod gguf_cli;
 mod generate_image_cli;
 mod inspect_cli;
 mod server;

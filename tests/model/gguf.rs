@@ -301,6 +301,24 @@ fn malformed_gguf_files_fail_with_one_clear_error_each() {
     let e = load("qnorm.gguf");
     assert!(matches!(&e, Error::TensorDtype { name, .. } if name == "blk.0.attn_norm.weight"), "{e}");
 
+    // Tokenizer arrays that disagree in length, and a token type llama.cpp does not define.
+    rewrite(&src, &tmp.path().join("scores.gguf"), |k, v| match (k, v) {
+        ("tokenizer.ggml.scores", Value::Array { elem, items }) => Some(Value::Array { elem: *elem, items: items[..10].to_vec() }),
+        _ => Some(v.clone()),
+    }, same);
+    let e = load("scores.gguf");
+    assert!(matches!(&e, Error::Tokenizer(_)) && e.to_string().contains("10 scores"), "{e}");
+    rewrite(&src, &tmp.path().join("types.gguf"), |k, v| match (k, v) {
+        ("tokenizer.ggml.token_type", Value::Array { elem, items }) => {
+            let mut items = items.clone();
+            items[300] = Value::I32(9);
+            Some(Value::Array { elem: *elem, items })
+        }
+        _ => Some(v.clone()),
+    }, same);
+    let e = load("types.gguf");
+    assert!(matches!(&e, Error::Tokenizer(_)) && e.to_string().contains("token 300") && e.to_string().contains("type 9"), "{e}");
+
     // Not a GGUF at all, and a truncated one.
     std::fs::write(tmp.path().join("trunc.gguf"), &std::fs::read(&src).unwrap()[..4096]).unwrap();
     let e = load("trunc.gguf");
