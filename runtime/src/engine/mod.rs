@@ -2,7 +2,7 @@
 //! GPU copy when there is one, and its tokenizer, turns prompts into ids, and hands requests to
 //! `infer/` (which never sees the engine). Every `impl Engine` lives in this folder:
 //! `mod.rs` (loading, tokenizer, prompts), `text.rs` (device, generation, speculative decoding),
-//! `media.rs` (images and video), `embed.rs` (embeddings).
+//! `media.rs` (images and video), `embed.rs` (embeddings), `gguf.rs` (GGUF files).
 
 mod audio;
 mod embed;
