@@ -201,7 +201,7 @@ fn plan_tensors(w: &Weights, cfg: &TextConfig, scheme: QuantScheme, dropped: &mu
             return Err(Error::TensorShape { name, expected: first.clone(), got: parts.iter().find(|p| p.shape() != first.as_slice()).map_or(vec![], |p| p.shape().to_vec()) });
         }
         let q = scheme.qtype_for_gguf(&name, n, tied);
-        let store = if first[1] % q.block_elems() == 0 { Store::Quant(q) } else { Store::Dense(parts[0].dtype()) };
+        let store = if first[1].is_multiple_of(q.block_elems()) { Store::Quant(q) } else { Store::Dense(parts[0].dtype()) };
         outs.push(Out { shape: vec![parts.len(), first[0], first[1]], name, parts, store });
     }
     let rank = |n: &str| match n {
@@ -223,7 +223,7 @@ fn out(name: String, t: Tensor, scheme: QuantScheme, n: usize, tied: bool) -> Re
     let projection = name.ends_with(".weight") && t.shape().len() == 2 && !name.ends_with("ffn_gate_inp.weight");
     let store = if projection {
         let q = scheme.qtype_for_gguf(&name, n, tied);
-        if t.shape()[1] % q.block_elems() == 0 { Store::Quant(q) } else { Store::Dense(t.dtype()) }
+        if t.shape()[1].is_multiple_of(q.block_elems()) { Store::Quant(q) } else { Store::Dense(t.dtype()) }
     } else {
         Store::F32
     };
@@ -252,7 +252,7 @@ fn metadata(dir: &Path, cfg: &TextConfig, scheme: QuantScheme) -> Result<Vec<(St
         (k("feed_forward_length"), u32v(cfg.intermediate_size)),
         (k("attention.head_count"), u32v(cfg.num_attention_heads)),
         (k("attention.head_count_kv"), u32v(cfg.num_key_value_heads)),
-        (k("rope.freq_base"), Value::F32(cfg.rope_theta as f32)),
+        (k("rope.freq_base"), Value::F32(cfg.rope_theta)),
         (k("attention.layer_norm_rms_epsilon"), Value::F32(cfg.rms_norm_eps)),
         (k("attention.key_length"), u32v(cfg.head_dim)),
         (k("attention.value_length"), u32v(cfg.head_dim)),
