@@ -38,6 +38,20 @@ fn quantize_writes_a_file_that_generates_like_llama_cpps_own() {
 }
 
 #[test]
+fn inspect_reads_the_tokenizer_stored_in_a_gguf_file() {
+    let run = |model: PathBuf| {
+        let out = ernie().args(["inspect", "--prompt", "Hello world", "--format", "json", "--model"]).arg(model).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["segments"][0]["ids"].clone()
+    };
+    // The same ids as from the checkpoint folder the file was converted from.
+    let ids = run(gguf("dense-q8_0.gguf"));
+    assert!(ids.as_array().is_some_and(|a| a.len() > 4), "{ids}");
+    assert_eq!(ids, run(gguf("dense")));
+}
+
+#[test]
 fn gguf_requests_that_cannot_work_are_one_error_line() {
     let out = ernie()
         .args(["generate", "--prompt", "Hi", "--max-tokens", "2", "--draft-tokens", "2", "--model"])
