@@ -2,9 +2,10 @@
 //! see and what it costs — per stream segment the kind, token count and position ranges, and for
 //! media the source and resized sizes, `grid_thw`, per-channel mean / std of the normalised
 //! tensor and its first 8 values. No model weights are loaded: only `tokenizer.json` and
-//! `preprocessor_config.json` from DIR. With `--audio` and a Mimi codec (DIR's `audio_codec/`,
-//! or `--audio-codec`), each clip is also encoded as an ERNIE 5.0 checkpoint takes it in
-//! (`audio_codes`: frames, levels, the tokens it occupies, the first codes of each level).
+//! `preprocessor_config.json` from DIR (or, for a GGUF file, its stored tokenizer). With
+//! `--audio` and a Mimi codec (DIR's `audio_codec/`, or `--audio-codec`), each clip is also
+//! encoded as an ERNIE 5.0 checkpoint takes it in (`audio_codes`: frames, levels, the tokens it
+//! occupies, the first codes of each level).
 //!
 //! Media markers `<image>` (and `<video>`, `<audio>`) in the prompt place the inputs; without
 //! markers the inputs go before the prompt text. Each modality adds its files in
@@ -117,7 +118,13 @@ enum Alpha {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let tok = TextTokenizer::from_dir(&args.model).with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
+    let tok = if ernie_runtime::engine::is_gguf_file(&args.model) {
+        // A GGUF file: its tokenizer.ggml.* vocabulary (the text stream only; no processors).
+        let g = ernie_runtime::gguf::Gguf::open(&args.model)?;
+        ernie_runtime::engine::gguf_tokenizer(&g)?.with_context(|| format!("{} stores no tokenizer", args.model.display()))?
+    } else {
+        TextTokenizer::from_dir(&args.model).with_context(|| format!("loading the tokenizer of {}", args.model.display()))?
+    };
     let mut limits = Limits::default();
     if let Some(n) = args.max_image_pixels {
         limits.max_pixels = n;

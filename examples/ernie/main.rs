@@ -9,6 +9,7 @@ mod speech;
 mod generate;
 mod generate_image;
 mod inspect;
+mod quantize;
 mod serve;
 
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ enum Command {
     Serve(serve::Args),
     /// Show what the model will see: the token stream, media sizes, grids, positions, statistics.
     Inspect(inspect::Args),
+    /// Write a text checkpoint as a quantised GGUF file (llama.cpp's layout) for `generate --model FILE.gguf`.
+    Quantize(quantize::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Quantize(args) => quantize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

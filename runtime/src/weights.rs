@@ -112,6 +112,12 @@ impl Weights {
         self.tensors.contains_key(name)
     }
 
+    /// Tensor `name` without taking it (for tools that copy a checkpoint tensor by tensor, such as
+    /// the GGUF exporter); `None` if absent.
+    pub fn peek(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.get(name)
+    }
+
     /// Names that start with `prefix`.
     pub fn names_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.tensors.range(prefix.to_string()..).map(|(k, _)| k.as_str()).take_while(move |k| k.starts_with(prefix))

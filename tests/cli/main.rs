@@ -13,6 +13,7 @@ mod caption_template_cli;
 mod device_cli;
 mod ernie5_demo_cli;
 mod generate_cli;
+mod gguf_cli;
 mod generate_image_cli;
 mod inspect_cli;
 mod server;

@@ -18,4 +18,5 @@ mod nfsp;
 mod audio_ncp;
 mod vision_decoder;
 mod quant;
+mod gguf;
 mod embed_media;

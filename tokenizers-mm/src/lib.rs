@@ -60,4 +60,4 @@ pub use stream::{
     build_stream, MediaItem, MediaKind, MediaTensor, MmChatTemplate, MmMessage, Part, PositionRule, Segment, StreamConfig,
     StreamPrompt, TemplateSource, TokenLayout, TokenStream, VideoPlaceholder,
 };
-pub use text::{IncrementalDecoder, TextTokenizer, TokenizerSource};
+pub use text::{IncrementalDecoder, SpmVocab, TextTokenizer, TokenizerSource};

@@ -2,10 +2,11 @@
 //! GPU copy when there is one, and its tokenizer, turns prompts into ids, and hands requests to
 //! `infer/` (which never sees the engine). Every `impl Engine` lives in this folder:
 //! `mod.rs` (loading, tokenizer, prompts), `text.rs` (device, generation, speculative decoding),
-//! `media.rs` (images and video), `embed.rs` (embeddings).
+//! `media.rs` (images and video), `embed.rs` (embeddings), `gguf.rs` (GGUF files).
 
 mod audio;
 mod embed;
+mod gguf;
 mod image;
 mod media;
 mod text;
@@ -16,6 +17,7 @@ use tokenizers_mm::{ChatMessage, TextTokenizer};
 
 use image::ExternalParts;
 pub use image::{GeneratedImage, AUDIO_CODEC_DIR, VISION_DECODER_DIR};
+pub use gguf::{gguf_tokenizer, is_gguf_file};
 pub use embed::{EmbedInput, EmbedOptions, Embedding, Media, END_OF_SENTENCE};
 pub use media::{stream_config_for, MediaInput, StreamOptions, VlParts};
 
@@ -56,10 +58,13 @@ pub struct Engine {
     /// The visual-generation head's tensors and the head once built, where the image decoder and
     /// the audio codec are read from, and the decoder once loaded (`image.rs`).
     parts: ExternalParts,
+    /// Loaded from a GGUF file (`gguf.rs`; `dir` is then the file).
+    gguf: bool,
 }
 
 impl Engine {
-    /// Loads `dir`: config.json, safetensors, and tokenizer files when present.
+    /// Loads `dir`: config.json, safetensors, and tokenizer files when present; or a GGUF file
+    /// ([`Engine::load_gguf`]).
     ///
     /// Errors: every config, checkpoint and tokenizer error, each naming the file and problem.
     pub fn load(dir: &Path) -> Result<Engine> {
@@ -74,7 +79,12 @@ impl Engine {
     /// [`Engine::load_with`], then, when `quant` is set, weight-only quantisation of the decoder's
     /// projections and LM head (`model/quantize.rs`; CPU only: [`Engine::to_device`] then fails
     /// with [`Error::Unsupported`]).
+    ///
+    /// A GGUF file instead of a folder is loaded by [`Engine::load_gguf`].
     pub fn load_quant(dir: &Path, elastic: &ElasticOptions, quant: Option<crate::model::quantize::QuantScheme>) -> Result<Engine> {
+        if is_gguf_file(dir) {
+            return Engine::load_gguf(dir, elastic, quant);
+        }
         if !dir.is_dir() {
             let what = if dir.exists() { "not a directory" } else { "no such checkpoint directory" };
             return Err(Error::Io { path: dir.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::NotFound, what) });
@@ -104,7 +114,7 @@ impl Engine {
                 }
             }
         }
-        Ok(Engine { model, vl, tokenizer, eos_ids, dir: dir.to_path_buf(), gpu: None, audio, parts })
+        Ok(Engine { model, vl, tokenizer, eos_ids, dir: dir.to_path_buf(), gpu: None, audio, parts, gguf: false })
     }
 
     /// The text tokenizer. Errors when the checkpoint has neither tokenizer.json nor tokenizer.model.

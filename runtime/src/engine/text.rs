@@ -23,6 +23,10 @@ impl Engine {
     pub fn to_device(&mut self, device: &Device) -> Result<()> {
         self.gpu = match device {
             Device::Cpu => None,
+            // The GPU mirror uploads dense weights only; a quantised embedding has no dense copy.
+            Device::Cuda(_) if self.model.embed_quant.is_some() => {
+                return Err(crate::error::unsupported("a quantised GGUF model on a GPU", "run it with --device cpu"))
+            }
             Device::Cuda(dev) => Some(CudaModel::upload(&self.model, dev)?),
         };
         Ok(())
@@ -101,6 +105,12 @@ impl Engine {
         mode: DraftMode,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<(Generation, DraftStats)> {
+        if self.gguf && matches!(mode, DraftMode::Fixed(_)) {
+            return Err(crate::error::option_err(
+                "draft_tokens",
+                "GGUF files have no MTP module (llama.cpp's converter drops the MTP tensors): draft from the safetensors checkpoint, or decode without drafting",
+            ));
+        }
         let mtp = self.mtp()?;
         speculative::generate_speculative(self.session(), mtp.as_ref(), prompt_ids, req, mode, on_text)
     }

@@ -157,6 +157,11 @@ impl Gguf {
         Ok(MappedMatrix { ggml_type: t.ggml_type, rows: n as usize, cols: k as usize, map: self.map.clone(), start: t.start })
     }
 
+    /// The whole file's read-only mapping (for views of 3-D tensors such as stacked experts).
+    pub fn map(&self) -> &Arc<Mmap> {
+        &self.map
+    }
+
     /// The path the file was opened from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -26,6 +26,7 @@ use crate::nn::linear::Linear;
 use crate::nn::mlp::SwiGlu;
 use crate::nn::moe::{GroupedMoe, MoeBlock, Routing};
 use crate::nn::trace::Trace;
+use crate::ops::quant::QWeight;
 use crate::ops::{rms_norm, RopePositions, RopeTable};
 use crate::tensor::{Elems, Tensor};
 use crate::weights::Weights;
@@ -91,8 +92,11 @@ pub enum Logits {
 pub struct Transformer {
     /// The configuration it was loaded for.
     pub cfg: TextConfig,
-    /// `[v, h]`
+    /// `[v, h]` (a shape-only stand-in when `embed_quant` holds the table)
     pub embed_tokens: Tensor,
+    /// `[v, h]` in a ggml block format, rows dequantised on lookup: a quantised GGUF file's
+    /// `token_embd.weight` (`model/gguf_load.rs`); `None` for every other checkpoint.
+    pub embed_quant: Option<QWeight>,
     /// The kept decoder layers, in order (an elastic sub-model skips some indices).
     pub layers: Vec<Layer>,
     /// `[h]`
@@ -203,7 +207,7 @@ impl Transformer {
         let lm_head_bias = if cfg.use_bias && cfg.moe.is_some() { Some(w.take_f32("lm_head.bias", &[v])?) } else { None };
         let mtp = w.take_prefix("model.mtp_");
         let lm_head = Linear { weight: lm_head.into(), bias: lm_head_bias };
-        Ok(Transformer { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head, mtp })
+        Ok(Transformer { cfg: cfg.clone(), embed_tokens, embed_quant: None, layers, norm, lm_head, mtp })
     }
 
     /// Runs `tokens` at positions `cache.len()..` and appends them to the cache.
@@ -327,6 +331,13 @@ impl Transformer {
         for &id in tokens {
             if id as usize >= v {
                 return Err(Error::Request(format!("token id {id} is outside the vocabulary of {v}")));
+            }
+            if let Some(q) = &self.embed_quant {
+                let rb = q.row_bytes();
+                let start = x.len();
+                x.resize(start + h, 0.0);
+                q.qtype().dequantize_row(&q.bytes()[id as usize * rb..(id as usize + 1) * rb], &mut x[start..]);
+                continue;
             }
             let r = id as usize * h..(id as usize + 1) * h;
             match self.embed_tokens.elems() {

@@ -9,6 +9,7 @@ pub mod audio_lm;
 pub mod decoder;
 pub mod elastic;
 pub mod ernie5;
+pub mod gguf_load;
 pub mod load;
 pub mod moe;
 pub mod mtp;

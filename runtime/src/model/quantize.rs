@@ -95,6 +95,37 @@ impl QuantScheme {
     }
 }
 
+impl QuantScheme {
+    /// The block format for GGUF tensor `name` (a projection weight, `token_embd.weight` or
+    /// `output.weight`) of a model with `n_layers` layers, by the same rule as [`quantize_model`]
+    /// (`output.weight` is the head; `blk.{i}.attn_v` and every `blk.{i}.ffn_down*` get the
+    /// `attn_v` / `ffn_down` choice). `tied`: the embedding is also the head (llama.cpp then gives
+    /// `token_embd.weight` the head's format).
+    pub fn qtype_for_gguf(self, name: &str, n_layers: usize, tied: bool) -> QType {
+        let layer = name.strip_prefix("blk.").and_then(|r| r.split_once('.')).and_then(|(l, _)| l.parse::<usize>().ok()).unwrap_or(0);
+        let role = if name == "output.weight" || (tied && name == "token_embd.weight") {
+            Role::Output
+        } else if name.contains(".attn_v.") {
+            Role::AttnV
+        } else if name.contains(".ffn_down") {
+            Role::FfnDown
+        } else {
+            Role::Other
+        };
+        self.qtype(role, layer, n_layers)
+    }
+
+    /// llama.cpp's `general.file_type` (`enum llama_ftype`) for this scheme: 7 `MOSTLY_Q8_0`, 14
+    /// `MOSTLY_Q4_K_S` (every projection Q4_K), 15 `MOSTLY_Q4_K_M`.
+    pub fn llama_ftype(self) -> u32 {
+        match self {
+            QuantScheme::Q8_0 => 7,
+            QuantScheme::Q4K => 14,
+            QuantScheme::Q4KM => 15,
+        }
+    }
+}
+
 /// Counts of what [`quantize_model`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QuantReport {
@@ -178,5 +209,9 @@ mod tests {
         assert_eq!(QuantScheme::Q4KM.qtype(Role::Output, 0, 24), QType::Q6K);
         assert_eq!(QuantScheme::Q4KM.qtype(Role::AttnV, 3, 24), QType::Q4K);
         assert_eq!(QuantScheme::Q4KM.qtype(Role::FfnDown, 5, 24), QType::Q6K);
+        assert_eq!(QuantScheme::Q4KM.qtype_for_gguf("blk.5.ffn_down_exps.weight", 24, false), QType::Q6K);
+        assert_eq!(QuantScheme::Q4KM.qtype_for_gguf("blk.3.attn_v.weight", 24, false), QType::Q4K);
+        assert_eq!(QuantScheme::Q4KM.qtype_for_gguf("token_embd.weight", 24, false), QType::Q4K);
+        assert_eq!(QuantScheme::Q4KM.qtype_for_gguf("token_embd.weight", 24, true), QType::Q6K);
     }
 }

@@ -3,4 +3,5 @@
 
 pub mod codec;
 pub mod demo;
+pub mod gguf_export;
 pub mod routing_stats;

@@ -31,6 +31,7 @@ mod spm_proto;
 mod template;
 
 pub use decoder::IncrementalDecoder;
+pub use spm::SpmVocab;
 pub(crate) use config::{read_json, read_to_string};
 use config::{config_chat_template, special_token_strings};
 
@@ -42,6 +43,8 @@ pub enum TokenizerSource {
     /// SentencePiece's `tokenizer.model`, converted in process as transformers converts it
     /// (`text/spm.rs`): checkpoints in the original ERNIE 4.5 / Paddle layout.
     SentencePiece,
+    /// A GGUF file's `tokenizer.ggml.*` SentencePiece vocabulary ([`TextTokenizer::from_spm_vocab`]).
+    Gguf,
 }
 
 impl TokenizerSource {
@@ -50,6 +53,7 @@ impl TokenizerSource {
         match self {
             TokenizerSource::TokenizerJson => "tokenizer.json",
             TokenizerSource::SentencePiece => "tokenizer.model (converted as transformers does)",
+            TokenizerSource::Gguf => "the GGUF file's SentencePiece vocabulary (tokenizer.ggml.*)",
         }
     }
 }
@@ -120,6 +124,80 @@ impl TextTokenizer {
         } else {
             (tokenizer_from_json(&tokenizer_path)?, TokenizerSource::TokenizerJson)
         };
+        let mut special_strings = match &config {
+            Some(cfg) => special_token_strings(&config_path, cfg)?,
+            None => SpecialTokenStrings::default(),
+        };
+        if source == TokenizerSource::SentencePiece {
+            // transformers' `setdefault` of bos / eos / unk from the proto.
+            for (key, piece) in spm::proto_special_defaults(&spm_path)? {
+                special_strings.named.entry(key.to_string()).or_insert(piece);
+            }
+        }
+
+        let jinja_path = dir.join("chat_template.jinja");
+        let (template, origin) = if jinja_path.is_file() {
+            (read_to_string(&jinja_path)?, jinja_path.display().to_string())
+        } else if let Some(t) = config.as_ref().map(|c| config_chat_template(&config_path, c)).transpose()?.flatten() {
+            (t, config_path.display().to_string())
+        } else {
+            (ERNIE_CHAT_TEMPLATE.to_string(), "built-in ERNIE 4.5 template".to_string())
+        };
+        TextTokenizer::assemble(tokenizer, source, special_strings, template, origin, dir)
+    }
+
+    /// The tokenizer of a SentencePiece vocabulary given piece by piece — what a GGUF file stores
+    /// under `tokenizer.ggml.*` for llama.cpp's `llama` (SentencePiece) tokenizer model — built as
+    /// [`Self::from_dir`] builds one from `tokenizer.model` (`text/spm.rs`), with the
+    /// normalisation llama.cpp applies to such a vocabulary: spaces escaped to `▁`, a `▁` prefix iff
+    /// `add_space_prefix`, no whitespace collapsing, no precompiled charsmap. `chat_template`
+    /// (`tokenizer.chat_template`) falls back to the built-in ERNIE 4.5 template; `origin` names
+    /// the file for error messages.
+    ///
+    /// Special-token strings: `bos_token` / `eos_token` / `unk_token` / `pad_token` / `cls_token` /
+    /// `sep_token` from the given ids; ERNIE 4.5's `cls_token` `<|begin_of_sentence|>` and
+    /// `sep_token` `<|end_of_sentence|>` (which its chat template renders, and which llama.cpp's
+    /// converter does not store) when the vocabulary has those pieces and no id says otherwise.
+    ///
+    /// Errors: [`Error::TokenizerFile`] when the vocabulary is empty, its lists disagree in length,
+    /// an id is out of range, or the `tokenizers` crate rejects the result; [`Error::Template`].
+    pub fn from_spm_vocab(vocab: &SpmVocab, chat_template: Option<String>, origin: &Path) -> Result<TextTokenizer> {
+        let bad = |message: String| Error::TokenizerFile { path: origin.to_path_buf(), message };
+        let (tokenizer, proto) = spm::tokenizer_from_vocab(vocab).map_err(bad)?;
+        let mut special_strings = SpecialTokenStrings::default();
+        let piece = |id: Option<u32>| id.and_then(|i| proto.pieces.get(i as usize)).map(|p| p.piece.clone());
+        for (key, id) in [
+            ("bos_token", vocab.bos_id),
+            ("eos_token", vocab.eos_id),
+            ("unk_token", vocab.unk_id),
+            ("pad_token", vocab.pad_id),
+            ("cls_token", vocab.cls_id),
+            ("sep_token", vocab.sep_id),
+        ] {
+            if let Some(p) = piece(id) {
+                special_strings.named.insert(key.to_string(), p);
+            }
+        }
+        for (key, text) in [("cls_token", "<|begin_of_sentence|>"), ("sep_token", "<|end_of_sentence|>")] {
+            if proto.pieces.iter().any(|p| p.piece == text) {
+                special_strings.named.entry(key.to_string()).or_insert_with(|| text.to_string());
+            }
+        }
+        let (template, template_origin) = match chat_template {
+            Some(t) => (t, format!("{} (tokenizer.chat_template)", origin.display())),
+            None => (ERNIE_CHAT_TEMPLATE.to_string(), "built-in ERNIE 4.5 template".to_string()),
+        };
+        TextTokenizer::assemble(tokenizer, TokenizerSource::Gguf, special_strings, template, template_origin, origin)
+    }
+
+    fn assemble(
+        tokenizer: Tokenizer,
+        source: TokenizerSource,
+        special_strings: SpecialTokenStrings,
+        template: String,
+        origin: String,
+        dir: &Path,
+    ) -> Result<TextTokenizer> {
         let mut plain = tokenizer.clone();
         plain.set_encode_special_tokens(true);
 
@@ -140,25 +218,6 @@ impl TextTokenizer {
             .map(|id| tokenizer.id_to_token(id).is_some_and(|t| byte_fallback_value(&t).is_some()))
             .collect();
 
-        let mut special_strings = match &config {
-            Some(cfg) => special_token_strings(&config_path, cfg)?,
-            None => SpecialTokenStrings::default(),
-        };
-        if source == TokenizerSource::SentencePiece {
-            // transformers' `setdefault` of bos / eos / unk from the proto.
-            for (key, piece) in spm::proto_special_defaults(&spm_path)? {
-                special_strings.named.entry(key.to_string()).or_insert(piece);
-            }
-        }
-
-        let jinja_path = dir.join("chat_template.jinja");
-        let (template, origin) = if jinja_path.is_file() {
-            (read_to_string(&jinja_path)?, jinja_path.display().to_string())
-        } else if let Some(t) = config.as_ref().map(|c| config_chat_template(&config_path, c)).transpose()?.flatten() {
-            (t, config_path.display().to_string())
-        } else {
-            (ERNIE_CHAT_TEMPLATE.to_string(), "built-in ERNIE 4.5 template".to_string())
-        };
         let chat = ChatTemplate::new(template, origin, &special_strings)?;
 
         Ok(TextTokenizer {

@@ -33,7 +33,7 @@ use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
 
-use super::spm_proto::{parse_model, ModelProto, PieceType};
+use super::spm_proto::{parse_model, ModelProto, NormalizerSpec, Piece, PieceType, TrainerSpec};
 
 /// `tokenizer_config.json` keys naming one special token (transformers' special attributes).
 const NAMED_SPECIALS: [&str; 7] = ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"];
@@ -319,6 +319,137 @@ fn added_tokens_decoder(path: &Path, cfg: &Json) -> Result<BTreeMap<u32, Added>>
     Ok(out)
 }
 
+/// A SentencePiece vocabulary given piece by piece: what a GGUF file stores for llama.cpp's
+/// `llama` tokenizer model (`tokenizer.ggml.tokens`, `.scores`, `.token_type`, the special ids,
+/// `.add_space_prefix`; gguf-py 0.19.0 `Keys.Tokenizer`). `types` are llama.cpp's token types, the
+/// SentencePiece piece types by number: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused,
+/// 6 byte.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpmVocab {
+    /// Piece text by id (`▁` for a space).
+    pub pieces: Vec<String>,
+    /// Piece score by id (BPE merge priority: higher merges first).
+    pub scores: Vec<f32>,
+    /// Piece type by id (see the type doc).
+    pub types: Vec<i32>,
+    /// `tokenizer.ggml.bos_token_id`.
+    pub bos_id: Option<u32>,
+    /// `tokenizer.ggml.eos_token_id`.
+    pub eos_id: Option<u32>,
+    /// `tokenizer.ggml.unknown_token_id`.
+    pub unk_id: Option<u32>,
+    /// `tokenizer.ggml.padding_token_id`.
+    pub pad_id: Option<u32>,
+    /// `tokenizer.ggml.cls_token_id`.
+    pub cls_id: Option<u32>,
+    /// `tokenizer.ggml.seperator_token_id` (sic).
+    pub sep_id: Option<u32>,
+    /// `tokenizer.ggml.add_space_prefix` (llama.cpp's default for this model is true).
+    pub add_space_prefix: bool,
+}
+
+impl SpmVocab {
+    /// The vocabulary of a `tokenizer.model` file as llama.cpp's converter stores it
+    /// (`_create_vocab_sentencepiece`): pieces, scores and types by id, padded with unused
+    /// `[PAD{i}]` pieces up to `vocab_size`; ids named by `added_tokens_decoder` of
+    /// `tokenizer_config` take its text, score -1000 and type control (special) or user-defined.
+    ///
+    /// Errors: [`Error::Io`], [`Error::TokenizerFile`] (not a SentencePiece model),
+    /// [`Error::ConfigField`] (a malformed `added_tokens_decoder`).
+    pub fn from_model_file(path: &Path, vocab_size: usize, tokenizer_config: Option<(&Path, &Json)>) -> Result<SpmVocab> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let proto = parse_model(&bytes).map_err(|message| Error::TokenizerFile { path: path.to_path_buf(), message })?;
+        let n = vocab_size.max(proto.pieces.len());
+        let mut v = SpmVocab {
+            pieces: (0..n).map(|i| format!("[PAD{i}]")).collect(),
+            scores: vec![-10000.0; n],
+            types: vec![5; n],
+            ..SpmVocab::default()
+        };
+        for (i, p) in proto.pieces.iter().enumerate() {
+            v.pieces[i] = p.piece.clone();
+            v.scores[i] = p.score;
+            v.types[i] = match p.kind {
+                PieceType::Normal => 1,
+                PieceType::Unknown => 2,
+                PieceType::Control => 3,
+                PieceType::UserDefined => 4,
+                PieceType::Unused => 5,
+                PieceType::Byte => 6,
+            };
+        }
+        if let Some((cfg_path, cfg)) = tokenizer_config {
+            for (id, a) in added_tokens_decoder(cfg_path, cfg)? {
+                if let Some(i) = Some(id as usize).filter(|&i| i < n) {
+                    v.pieces[i] = if a.special { a.content.clone() } else { a.content.replace(META, " ") };
+                    v.scores[i] = -1000.0;
+                    v.types[i] = if a.special { 3 } else { 4 };
+                }
+            }
+        }
+        let id = |x: i64| u32::try_from(x).ok().filter(|&i| (i as usize) < n);
+        v.bos_id = id(proto.trainer.bos_id);
+        v.eos_id = id(proto.trainer.eos_id);
+        v.unk_id = id(proto.trainer.unk_id);
+        v.pad_id = None;
+        v.add_space_prefix = proto.normalizer.add_dummy_prefix;
+        Ok(v)
+    }
+}
+
+/// The tokenizer [`tokenizer_from_spm`] builds, from a [`SpmVocab`] instead of a proto (module
+/// docs): BPE with byte fallback iff the vocabulary has byte pieces; normalisation as llama.cpp
+/// applies it (escape spaces, prefix iff `add_space_prefix`, nothing else). Returns the tokenizer
+/// and the proto it was built from. Errors: a message naming the inconsistency.
+pub(crate) fn tokenizer_from_vocab(v: &SpmVocab) -> std::result::Result<(Tokenizer, ModelProto), String> {
+    let n = v.pieces.len();
+    if n == 0 || v.scores.len() != n || v.types.len() != n {
+        return Err(format!("vocabulary lists disagree: {n} pieces, {} scores, {} types", v.scores.len(), v.types.len()));
+    }
+    let mut pieces = Vec::with_capacity(n);
+    for (i, ((p, &score), &t)) in v.pieces.iter().zip(&v.scores).zip(&v.types).enumerate() {
+        let kind = match t {
+            1 => PieceType::Normal,
+            2 => PieceType::Unknown,
+            3 => PieceType::Control,
+            // llama.cpp's converter stores user-defined spaces as " "; SentencePiece spells "▁".
+            4 => PieceType::UserDefined,
+            5 => PieceType::Unused,
+            6 => PieceType::Byte,
+            other => return Err(format!("token {i} ({p:?}): unknown token type {other}")),
+        };
+        let piece = if kind == PieceType::UserDefined { p.replace(' ', META) } else { p.clone() };
+        pieces.push(Piece { piece, score, kind });
+    }
+    for (what, id) in [("bos", v.bos_id), ("eos", v.eos_id), ("unk", v.unk_id), ("pad", v.pad_id), ("cls", v.cls_id), ("sep", v.sep_id)] {
+        if id.is_some_and(|i| i as usize >= n) {
+            return Err(format!("{what} token id {id:?} is outside the vocabulary of {n}"));
+        }
+    }
+    let piece_of = |id: Option<u32>, default: &str| id.map_or(default.to_string(), |i| pieces[i as usize].piece.clone());
+    let as_i64 = |id: Option<u32>| id.map_or(-1, i64::from);
+    let trainer = TrainerSpec {
+        model_type: 2,
+        byte_fallback: pieces.iter().any(|p| p.kind == PieceType::Byte),
+        unk_id: as_i64(v.unk_id.or_else(|| pieces.iter().position(|p| p.kind == PieceType::Unknown).map(|i| i as u32))),
+        bos_id: as_i64(v.bos_id),
+        eos_id: as_i64(v.eos_id),
+        unk_piece: piece_of(v.unk_id.or_else(|| pieces.iter().position(|p| p.kind == PieceType::Unknown).map(|i| i as u32)), "<unk>"),
+        bos_piece: piece_of(v.bos_id, "<s>"),
+        eos_piece: piece_of(v.eos_id, "</s>"),
+    };
+    let normalizer = NormalizerSpec {
+        precompiled_charsmap: Vec::new(),
+        add_dummy_prefix: v.add_space_prefix,
+        remove_extra_whitespaces: false,
+        escape_whitespaces: true,
+    };
+    let proto = ModelProto { pieces, trainer, normalizer };
+    let doc = tokenizer_json(&proto, None).map_err(|e| e.to_string())?;
+    let tok: Tokenizer = doc.to_string().parse().map_err(|e: Box<dyn std::error::Error + Send + Sync>| e.to_string())?;
+    Ok((tok, proto))
+}
+
 /// Escape regex metacharacters (the `regex` crate's set; the pattern only has to match the same
 /// literal text as Python's `re.escape` output, not be spelled the same).
 fn regex_escape(text: &str) -> String {
@@ -334,7 +465,6 @@ fn regex_escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::spm_proto::{NormalizerSpec, Piece, TrainerSpec};
     use super::*;
 
     fn piece(p: &str, score: f32, kind: PieceType) -> Piece {
