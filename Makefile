@@ -79,11 +79,21 @@ demo: build
 BENCH_MODEL ?= $(HOME)/.cache/ernie-bench-21b-a3b-4layer
 # A venv outside the clone with numpy, for the benchmark checkpoint writer.
 BENCH_VENV ?= $(HOME)/.cache/ernie-bench-venv
+# Generation benchmarks (scripts/bench-generation.sh): the ernie5 checkpoint with image and audio
+# parts on BENCH_MODEL's decoder (hard-linked), the published-size Mimi, and the small model
+# (`tiny` = the test fixtures; or the ernie5 demo checkpoint's directory).
+GEN_BENCH_MODEL ?= $(HOME)/.cache/ernie-bench-ernie5-21b-a3b-4layer
+BENCH_MIMI ?= $(HOME)/.cache/ernie-bench-mimi
+GEN_BENCH_SMALL ?= tiny
 bench: build
 	$(CARGO) bench --bench moe
 	@test -x $(BENCH_VENV)/bin/python || (python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q numpy==2.4.6)
 	@test -f $(BENCH_MODEL)/model.safetensors || $(BENCH_VENV)/bin/python tests/reference/make_bench_checkpoint.py $(BENCH_MODEL)
 	scripts/bench-elastic.sh $(CARGO_TARGET_DIR)/release/ernie $(BENCH_MODEL) 3
+	@test -f $(GEN_BENCH_MODEL)/generation_config.json || $(BENCH_VENV)/bin/python \
+		tests/reference/make_generation_bench_checkpoint.py $(GEN_BENCH_MODEL) $(BENCH_MODEL) $(BENCH_MIMI)
+	ERNIE_BENCH_VAE=$(GEN_BENCH_MODEL)/vision_decoder $(CARGO) bench --bench codec
+	scripts/bench-generation.sh $(CARGO_TARGET_DIR)/release/ernie 3 $(GEN_BENCH_SMALL) $(GEN_BENCH_MODEL)
 
 clippy:
 	$(CARGO) clippy --workspace $(FEATURES) --all-targets

@@ -22,7 +22,7 @@ use ernie_runtime::{KvCache, Logits, MoeConfig, Tensor, TextConfig, Transformer,
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{memory_bandwidth, rand_bf16};
+use common::{median_secs, memory_bandwidth, rand_bf16};
 
 const H: usize = 2560;
 const E: usize = 64;
@@ -57,18 +57,6 @@ fn moe_config() -> MoeConfig {
     MoeConfig { num_experts: E, top_k: K, moe_intermediate_size: I, moe_num_shared_experts: SHARED, moe_norm_min: 1e-12 }
 }
 
-
-fn median_secs(mut f: impl FnMut(), n: usize) -> f64 {
-    let mut v: Vec<f64> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[n / 2]
-}
 
 fn bench_moe_layer(c: &mut Criterion) {
     let p = "model.layers.1.mlp";

@@ -1,4 +1,4 @@
-//! Helpers shared by the CPU benches (`moe`, `gemm`, `quant`): the same-run baselines their
+//! Helpers shared by the CPU benches (`moe`, `gemm`, `quant`, `codec`): the same-run baselines their
 //! ratios are taken against, and seeded weights. Each bench includes this one copy and uses part of it.
 #![allow(dead_code)]
 
@@ -21,6 +21,20 @@ pub fn memory_bandwidth() -> f64 {
         .collect();
     times.sort_by(f64::total_cmp);
     (buf.len() * 8) as f64 / times[2]
+}
+
+/// Median wall seconds of `n` calls of `f` (the figure a bench's SUMMARY line reports next to
+/// criterion's own estimate).
+pub fn median_secs(mut f: impl FnMut(), n: usize) -> f64 {
+    let mut v: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[n / 2]
 }
 
 /// Deterministic pseudo-random bf16 values in about ±0.05, filled in parallel (xorshift per chunk).

@@ -8,6 +8,7 @@
 //!   `decode --codec DIR --bits bits.json --out x.png [--reference FILE]` (PSNR on stderr).
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ernie_runtime::model::audio_codec::MimiCodec;
@@ -132,11 +133,21 @@ fn encode(a: EncodeArgs) -> Result<()> {
     }
     let Some(audio) = &a.audio else { bail!("give --audio FILE or --image FILE") };
     let codec = load_mimi(&a.codec)?;
+    let t0 = Instant::now();
     let codes = encode_audio_file(&codec, audio, a.levels).map_err(|e| match e {
         ernie_runtime::Error::Request(m) if m.starts_with("codec levels") => anyhow::anyhow!("--levels: {m}"),
         e => anyhow::Error::new(e),
     });
-    write_json(&codes.with_context(|| format!("encoding {}", audio.display()))?, a.out.as_deref())
+    let codes = codes.with_context(|| format!("encoding {}", audio.display()))?;
+    let frames = codes.codes.first().map_or(0, Vec::len);
+    print_rtf("encode", frames as f64 / codes.frame_rate, t0.elapsed().as_secs_f64());
+    write_json(&codes, a.out.as_deref())
+}
+
+/// The timing line scripts/bench-generation.sh reads: seconds of audio, wall seconds after
+/// loading (file reading and writing included), and their ratio.
+fn print_rtf(what: &str, audio_secs: f64, secs: f64) {
+    eprintln!("{what}: {audio_secs:.2} s of audio in {secs:.3} s (real-time factor {:.3})", secs / audio_secs.max(f64::MIN_POSITIVE));
 }
 
 fn decode(a: DecodeArgs) -> Result<()> {
@@ -145,11 +156,14 @@ fn decode(a: DecodeArgs) -> Result<()> {
         let text = std::fs::read_to_string(codes_path).with_context(|| format!("reading {}", codes_path.display()))?;
         let codes = parse_codes(&codec, &text, &codes_path.display().to_string())?;
         let format = if a.pcm16 { WavFormat::Pcm16 } else { WavFormat::F32 };
+        let t0 = Instant::now();
         let n = decode_codes_to_wav(&codec, &codes, &a.out, format).with_context(|| format!("decoding {}", codes_path.display()))?;
+        print_rtf("decode", n as f64 / codec.sample_rate() as f64, t0.elapsed().as_secs_f64());
         eprintln!("wrote {} ({n} samples, {:.2} s at {} Hz)", a.out.display(), n as f64 / codec.sample_rate() as f64, codec.sample_rate());
         return Ok(());
     }
     let vae = load_vae(&a.codec)?;
+    let t0 = Instant::now();
     let img = if let Some(latent) = &a.latent {
         decode_latent_to_png(&vae, latent, &a.out).with_context(|| format!("decoding {}", latent.display()))?
     } else if let Some(bits_path) = &a.bits {
@@ -168,6 +182,6 @@ fn decode(a: DecodeArgs) -> Result<()> {
     } else {
         bail!("give --codes, --latent or --bits");
     };
-    eprintln!("wrote {} ({}×{} RGB)", a.out.display(), img.width, img.height);
+    eprintln!("wrote {} ({}×{} RGB) in {:.3} s after loading", a.out.display(), img.width, img.height, t0.elapsed().as_secs_f64());
     Ok(())
 }

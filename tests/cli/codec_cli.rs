@@ -81,6 +81,10 @@ fn encode_reproduces_the_golden_codes() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let got: Vec<Vec<u32>> = v["codes"].as_array().unwrap().iter().map(u32s).collect();
         assert_eq!(got, mimi_golden_codes(&format!("{clip}.codes")), "{clip}: codes differ from transformers");
+        // The timing line scripts/bench-generation.sh reads: seconds of audio = frames / 12.5.
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = format!("encode: {:.2} s of audio in ", got[0].len() as f64 / 12.5);
+        assert!(err.contains(&line) && err.contains("(real-time factor "), "{clip}: no {line:?} in {err}");
         assert_eq!((v["frame_rate"].as_f64(), v["sample_rate"].as_u64()), (Some(12.5), Some(24000)));
     }
     // Fewer levels: the RVQ prefix.
@@ -144,9 +148,12 @@ fn decode_matches_the_golden_audio_and_round_trips() {
         let json = dir.path().join(format!("{clip}.json"));
         std::fs::write(&json, serde_json::json!({"codes": codes, "frame_rate": 12.5, "sample_rate": 24000}).to_string()).unwrap();
         let wav = dir.path().join(format!("{clip}.wav"));
-        ok(&["codec", "decode", "--codec", s(&mimi()), "--codes", s(&json), "--out", s(&wav)]);
+        let out = ok(&["codec", "decode", "--codec", s(&mimi()), "--codes", s(&json), "--out", s(&wav)]);
         let (rate, tag, got) = read_wav(&wav);
         assert_eq!((rate, tag), (24000, 3));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = format!("decode: {:.2} s of audio in ", got.len() as f64 / 24000.0);
+        assert!(err.contains(&line) && err.contains("(real-time factor "), "{clip}: no {line:?} in {err}");
         let d = max_abs_diff(&got, &want);
         eprintln!("{clip}: streamed decode → f32 WAV, max |Δ| vs transformers {d:.3e} over {} samples", got.len());
         assert!(d < WAVE_ATOL, "{clip}: max |Δ| {d} ≥ {WAVE_ATOL}");
@@ -192,7 +199,9 @@ fn latent_decodes_to_the_diffusers_rgb8() {
         let file = dir.path().join(format!("{name}.safetensors"));
         write_latent(&file, ls, latent);
         let png = dir.path().join(format!("{name}.png"));
-        ok(&["codec", "decode", "--codec", s(&fixture("vae").join(name)), "--latent", s(&file), "--out", s(&png)]);
+        let out = ok(&["codec", "decode", "--codec", s(&fixture("vae").join(name)), "--latent", s(&file), "--out", s(&png)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(" RGB) in ") && err.contains(" s after loading"), "{name}: no decoder timing in {err}");
         let img = image::open(&png).unwrap();
         assert!(matches!(img, image::DynamicImage::ImageRgb8(_)), "{name}: not 8-bit RGB");
         let img = img.to_rgb8();
