@@ -1,6 +1,6 @@
 //! The fast MoE path (route → group by expert → one GEMM pair per active expert → weighted
-//! reduce) against the slow per-token loop, over awkward shapes: 1 and 33 and 511 rows, an expert
-//! with no rows, top_k = 1, expert counts that are not powers of two, bf16 and f32 weights.
+//! reduce; 1-4 rows: the two-pass streaming decode path) against the slow per-token loop, over
+//! awkward shapes: 1, 3, 4, 33 and 511 rows, an expert with no rows, top_k = 1, expert counts that are not powers of two, bf16 and f32 weights.
 
 use crate::common::randn;
 use ernie_runtime::model::moe::load_moe_block;
@@ -86,7 +86,7 @@ fn check(c: Case, rows: &[usize]) {
 
 #[test]
 fn fast_equals_slow_64_experts_top6_bf16() {
-    check(Case { e: 64, k: 6, h: 48, i: 24, shared: 2, bf16: true, starved: vec![5] }, &[1, 33, 511]);
+    check(Case { e: 64, k: 6, h: 48, i: 24, shared: 2, bf16: true, starved: vec![5] }, &[1, 3, 4, 33, 511]);
 }
 
 #[test]
