@@ -3,9 +3,9 @@
 //! tower and the resampler all hold their projections as [`Linear`], and the CUDA mirror uploads
 //! from it, so a new weight storage (e.g. a quantised block format) changes this file, not six.
 
-use crate::ops::gemm::WeightRef;
+use crate::ops::gemm::{WeightRef, GEMV_MAX_ROWS};
 use crate::ops::matmul_xwt_slow;
-use crate::ops::quant::{qmatmul_xwt, qmatmul_xwt_slow, QType, QWeight};
+use crate::ops::quant::{qgemv_batch, qmatmul_xwt, qmatmul_xwt_slow, QGemvJob, QType, QWeight};
 use crate::tensor::Tensor;
 use crate::weights::Weights;
 use crate::{Error, Result};
@@ -120,13 +120,18 @@ impl Linear {
     }
 
     /// `x`: `[t, in]` → `[t, out]`. Dense weights take [`crate::ops::gemm::matmul`] (packed GEMM,
-    /// or the streaming GEMV for `t ≤ 4`); quantised ones [`qmatmul_xwt`].
+    /// or the streaming GEMV for `t ≤ 4`); quantised ones [`qmatmul_xwt`] ([`qgemv_batch`] for
+    /// `t ≤ 4`: same numbers, reused buffers).
     /// Errors: [`Error::ShapeMismatch`] when `x` is not a whole number of rows.
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
         let (out, inp) = self.weight.dims()?;
         let mut y = vec![0.0f32; x.len() / inp.max(1) * out]; // [t, out]
         match &self.weight {
             LinearWeight::Dense(w) => crate::ops::gemm::matmul(x, w, &mut y)?,
+            // Decode: the batch GEMV reuses its per-thread activation buffers (no allocation).
+            LinearWeight::Quant(q) if x.len() <= GEMV_MAX_ROWS * inp => {
+                qgemv_batch(&[QGemvJob::new(q, x, x.len() / inp.max(1), &mut y)])?
+            }
             LinearWeight::Quant(q) => qmatmul_xwt(x, q, &mut y)?,
         }
         add_bias(&mut y, self.bias.as_deref());

@@ -28,8 +28,8 @@ impl MoeBlock {
     }
 
     /// [`MoeBlock::forward`] with `shared` in place of the block's own shared MLP (a
-    /// [`super::GroupedMoe`] holds one for all its groups). A few rows with dense weights (decode)
-    /// take the two-pass streaming path of `fused.rs`; more rows the grouped GEMMs below.
+    /// [`super::GroupedMoe`] holds one for all its groups). A few rows (decode) take the two-pass
+    /// streaming path of `fused.rs`; more rows the grouped GEMMs below.
     pub(super) fn forward_with(&self, x: &[f32], shared: Option<&SwiGlu>) -> Result<(Vec<f32>, Routing)> {
         let h = self.hidden();
         let t = x.len() / h;

@@ -1,6 +1,7 @@
 //! Decode-time MoE (a few tokens, `t ≤ GEMV_MAX_ROWS`): every active expert of the tokens and the
 //! shared MLP in two streaming passes — gate + up of all of them in one [`gemv_batch`], then all
-//! the down projections in a second — instead of three rayon passes per expert. Memory-bound:
+//! the down projections in a second — instead of three rayon passes per expert (16-bit weights
+//! through `ops::gemm::gemv_batch`, quantised ones through `ops::quant::qgemv_batch`). Memory-bound:
 //! each active weight row is read once, and the activation buffers are reused across calls
 //! (per thread), so the steady state allocates only the small job lists.
 //!
@@ -14,7 +15,9 @@ use super::router::Routing;
 use super::MoeBlock;
 use crate::nn::linear::add_bias;
 use crate::nn::mlp::SwiGlu;
-use crate::ops::gemm::{gemv_batch, GemvJob, Kernel, Precision, WeightRef, GEMV_MAX_ROWS};
+use crate::nn::linear::LinearWeight;
+use crate::ops::gemm::{gemv_batch, GemvJob, Kernel, Precision, GEMV_MAX_ROWS};
+use crate::ops::quant::{qgemv_batch, QGemvJob};
 use crate::ops::silu_mul;
 use crate::Result;
 
@@ -47,14 +50,36 @@ fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut v[..len]
 }
 
-/// The three dense weights of a SwiGLU, or `None` when one is quantised.
-fn dense3(m: &SwiGlu) -> Option<[WeightRef<'_>; 3]> {
-    Some([m.gate.dense_ref()?, m.up.dense_ref()?, m.down.dense_ref()?])
+/// The gate, up and down weights of a SwiGLU.
+fn weights3(m: &SwiGlu) -> [&LinearWeight; 3] {
+    [&m.gate.weight, &m.up.weight, &m.down.weight]
+}
+
+/// The jobs of one pass, dense and quantised (each kind runs as one parallel pass).
+#[derive(Default)]
+struct Jobs<'a> {
+    dense: Vec<GemvJob<'a>>,
+    quant: Vec<QGemvJob<'a>>,
+}
+
+impl<'a> Jobs<'a> {
+    /// `out[m, n] = x[m, k] · Wᵀ` for `w` `[n, k]`.
+    fn push(&mut self, w: &'a LinearWeight, x: &'a [f32], m: usize, n: usize, k: usize, out: &'a mut [f32]) {
+        match w {
+            LinearWeight::Dense(t) => self.dense.push(GemvJob::new(crate::ops::gemm::WeightRef::of(t), x, m, n, k, out)),
+            LinearWeight::Quant(q) => self.quant.push(QGemvJob::new(q, x, m, out)),
+        }
+    }
+
+    fn run(&self) -> Result<()> {
+        gemv_batch(&self.dense, Kernel::detect(Precision::Exact))?;
+        qgemv_batch(&self.quant)
+    }
 }
 
 /// The MoE output `[t, h]` for `x` `[t, h]` routed by `routing`, plus `shared` on every row, in
-/// two passes. `None` when the fast path does not apply (too many rows, or a quantised weight):
-/// the caller runs the grouped path.
+/// two passes (dense and quantised weights each as one parallel pass within them). `None` when
+/// the fast path does not apply (more than `GEMV_MAX_ROWS` rows): the caller runs the grouped path.
 ///
 /// Errors: as [`gemv_batch`] (shapes).
 pub(super) fn forward_few(block: &MoeBlock, x: &[f32], routing: &Routing, shared: Option<&SwiGlu>) -> Result<Option<Vec<f32>>> {
@@ -69,23 +94,15 @@ pub(super) fn forward_few(block: &MoeBlock, x: &[f32], routing: &Routing, shared
     for (e, expert) in block.experts.iter().enumerate() {
         let pairs = &groups.pairs[groups.offsets[e]..groups.offsets[e + 1]];
         if !pairs.is_empty() {
-            let Some(w) = dense3(expert) else { return Ok(None) };
-            active.push((w, expert, pairs));
+            active.push((weights3(expert), expert, pairs));
         }
     }
-    let shared = match shared {
-        Some(s) => match dense3(s) {
-            Some(w) => Some((w, s)),
-            None => return Ok(None),
-        },
-        None => None,
-    };
+    let shared = shared.map(|s| (weights3(s), s));
     let inter = block.experts.first().map_or(0, |e| e.inter);
     if active.iter().any(|(_, e, _)| e.inter != inter || e.hidden != h) {
         return Ok(None);
     }
     let p = t * k; // routed (token, slot) pairs, in expert order below
-    let kern = Kernel::detect(Precision::Exact);
     let run = |s: &mut Scratch| -> Result<Vec<f32>> {
         let Scratch { xs, g, u, a, y, sg, su, sa, sy } = s;
         let xs = sized(xs, p * h);
@@ -103,7 +120,7 @@ pub(super) fn forward_few(block: &MoeBlock, x: &[f32], routing: &Routing, shared
         let (sg, su, sa, sy) = (sized(sg, t * si), sized(su, t * si), sized(sa, t * si), sized(sy, t * h));
         // Pass 1: gate and up of every active expert and of the shared MLP.
         {
-            let mut jobs = Vec::with_capacity(2 * active.len() + 2);
+            let mut jobs = Jobs::default();
             let (mut gr, mut ur, mut xr) = (&mut *g, &mut *u, xs);
             for ([wg, wu, _], _, pairs) in &active {
                 let m = pairs.len();
@@ -111,14 +128,14 @@ pub(super) fn forward_few(block: &MoeBlock, x: &[f32], routing: &Routing, shared
                 let (ui, un) = std::mem::take(&mut ur).split_at_mut(m * inter);
                 let (xi, xn) = xr.split_at(m * h);
                 (gr, ur, xr) = (gn, un, xn);
-                jobs.push(GemvJob::new(*wg, xi, m, inter, h, gi));
-                jobs.push(GemvJob::new(*wu, xi, m, inter, h, ui));
+                jobs.push(wg, xi, m, inter, h, gi);
+                jobs.push(wu, xi, m, inter, h, ui);
             }
             if let Some(([wg, wu, _], s)) = shared {
-                jobs.push(GemvJob::new(wg, x, t, s.inter, h, &mut *sg));
-                jobs.push(GemvJob::new(wu, x, t, s.inter, h, &mut *su));
+                jobs.push(wg, x, t, s.inter, h, &mut *sg);
+                jobs.push(wu, x, t, s.inter, h, &mut *su);
             }
-            gemv_batch(&jobs, kern)?;
+            jobs.run()?;
         }
         let mut row = 0;
         for (_, e, pairs) in &active {
@@ -135,19 +152,19 @@ pub(super) fn forward_few(block: &MoeBlock, x: &[f32], routing: &Routing, shared
         }
         // Pass 2: every down projection.
         {
-            let mut jobs = Vec::with_capacity(active.len() + 1);
+            let mut jobs = Jobs::default();
             let (mut yr, mut ar) = (&mut *y, &*a);
             for ([_, _, wd], _, pairs) in &active {
                 let m = pairs.len();
                 let (yi, yn) = std::mem::take(&mut yr).split_at_mut(m * h);
                 let (ai, an) = ar.split_at(m * inter);
                 (yr, ar) = (yn, an);
-                jobs.push(GemvJob::new(*wd, ai, m, h, inter, yi));
+                jobs.push(wd, ai, m, h, inter, yi);
             }
             if let Some(([_, _, wd], s)) = shared {
-                jobs.push(GemvJob::new(wd, &*sa, t, h, s.inter, &mut *sy));
+                jobs.push(wd, &*sa, t, h, s.inter, &mut *sy);
             }
-            gemv_batch(&jobs, kern)?;
+            jobs.run()?;
         }
         // moe_reduce, in slot order per token as the grouped path. `groups.pairs` lists the pairs
         // in expert order with no gaps, so the pair at position `r` there owns row `r` of `y`.
