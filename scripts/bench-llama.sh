@@ -74,8 +74,9 @@ for r in $(seq "$rounds"); do
     [ "$a" = SKIP ] && continue
     # shellcheck disable=SC2086
     o=$("$bin" bench --model "$model" $a -t "$threads" -p 512 -n 128 -r 1 --format json)
-    json_num median_tok_s <<<"$(grep -o '"name":"pp512"[^}]*' <<<"$o")" >>"$tmp/ours-$f-pp"
-    json_num median_tok_s <<<"$(grep -o '"name":"tg128"[^}]*' <<<"$o")" >>"$tmp/ours-$f-tg"
+    # serde_json sorts keys: pick the whole test object, then its median.
+    json_num median_tok_s <<<"$(grep -o '{[^{}]*"name":"pp512"[^{}]*}' <<<"$o")" >>"$tmp/ours-$f-pp"
+    json_num median_tok_s <<<"$(grep -o '{[^{}]*"name":"tg128"[^{}]*}' <<<"$o")" >>"$tmp/ours-$f-tg"
     json_num time_to_first_token_secs <<<"$o" >>"$tmp/ours-$f-ttft"
     json_num load_secs <<<"$o" >>"$tmp/ours-$f-load"
     active=$(grep -o '"active":[0-9]*' <<<"$o" | cut -d: -f2)
