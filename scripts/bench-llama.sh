@@ -48,7 +48,7 @@ ours_args() {
 }
 
 bandwidth() { "$bin" bench --bandwidth --format json | sed -n 's/.*"bandwidth_gbs":\([0-9.]*\).*/\1/p'; }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "nan"}'; }
+median() { sort -g | awk '{a[NR]=$1} END {if (!NR) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 json_num() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p"; }
 
 bw_before=$(bandwidth)
@@ -100,11 +100,11 @@ for f in $formats; do
   size=$(stat -c %s "$gguf_dir/bench-$f.gguf")
   roof=$(awk -v bw="$bw" -v a="${active:-0}" -v t="${total:-1}" -v s="$size" 'BEGIN {b = a * s / t; if (b > 0) print bw * 1e9 / b; else print "nan"}')
   label=$f; [ -e "$tmp/norepack-$f" ] && label="$f (llama.cpp --repack 0: AMX SIGILL)"
-  awk -v f="$label" -v lp="$lp" -v op="$op" -v lt="$lt" -v ot="$ot" -v roof="$roof" -v tt="$tt" 'BEGIN {
+  awk -v f="$label" -v lp="$lp" -v op="$op" -v lt="$lt" -v ot="$ot" -v roof="$roof" -v tt="$tt" 'function n(v, d) { return v == "nan" ? "—" : sprintf("%." d "f", v) } BEGIN {
     rp = (op == "nan" || lp == "nan") ? "—" : sprintf("%.2f", op / lp);
     rt = (ot == "nan" || lt == "nan") ? "—" : sprintf("%.2f", ot / lt);
     fl = (roof == "nan" || lt == "nan") ? "—" : sprintf("%.0f %%", 100 * lt / roof);
     fo = (roof == "nan" || ot == "nan") ? "—" : sprintf("%.0f %%", 100 * ot / roof);
-    printf "| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s |\n", f, lp, op, rp, lt, ot, rt, fl, fo, tt
+    printf "| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s |\n", f, n(lp, 1), n(op, 1), rp, n(lt, 1), n(ot, 1), rt, fl, fo, n(tt, 2)
   }'
 done

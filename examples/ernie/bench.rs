@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(short = 't', long)]
     threads: Option<usize>,
     /// Populate the mapped weights at load.
-    #[arg(long, value_enum, default_value_t = Prefault::Auto)]
+    #[arg(long, value_enum, default_value_t = Prefault::Off)]
     prefault: Prefault,
     /// Output format (json: one object).
     #[arg(long, value_enum, default_value_t = Format::Text)]

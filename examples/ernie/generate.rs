@@ -49,7 +49,7 @@ pub struct Args {
     #[arg(long)]
     quant: Option<QuantScheme>,
     /// Populate the mapped weights at load instead of faulting them in during the first tokens.
-    #[arg(long, value_enum, default_value_t = Prefault::Auto)]
+    #[arg(long, value_enum, default_value_t = Prefault::Off)]
     prefault: Prefault,
     /// Generate media instead of text, the kind from the extension (.png: an image; .wav: speech, on an ERNIE 5.0
     /// checkpoint with audio parts and `audio_codec/`).

@@ -21,9 +21,9 @@ static PREFAULT: AtomicBool = AtomicBool::new(false);
 /// Process-wide: when `on`, every tensor a model takes from a mapped checkpoint has its pages
 /// populated at load ([`Tensor::prefault`]) instead of faulting them in during the first tokens.
 /// Only the tensors taken are touched (elastic layers never taken stay unread), so peak RSS is
-/// still the touched pages — but all of them at once. Off by default in the library; the `ernie`
-/// binary turns it on unless the weights are quantised at load (their 16-bit source is read once
-/// and dropped) or the checkpoint is larger than the machine's memory.
+/// still the touched pages — but all of them at once. Off by default (`ernie --prefault on|auto`
+/// turns it on): a short prompt touches only the experts it routes to, so populating everything
+/// made the first token slower in our measurement (README, Benchmarks).
 pub fn set_prefault(on: bool) {
     PREFAULT.store(on, Ordering::Relaxed);
 }
