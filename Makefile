@@ -13,7 +13,7 @@ APT_PACKAGES ?= pkg-config g++ libturbojpeg0-dev libavcodec-dev libavformat-dev 
 	libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev clang libclang-dev
 FEATURES ?= --all-features
 
-.PHONY: test demo bench fuzz deps build clippy
+.PHONY: test demo bench bench-llama fuzz deps build clippy
 
 ## Install system packages that are missing (only calls apt when something is).
 deps:
@@ -94,6 +94,21 @@ bench: build
 		tests/reference/make_generation_bench_checkpoint.py $(GEN_BENCH_MODEL) $(BENCH_MODEL) $(BENCH_MIMI)
 	ERNIE_BENCH_VAE=$(GEN_BENCH_MODEL)/vision_decoder $(CARGO) bench --bench codec
 	scripts/bench-generation.sh $(CARGO_TARGET_DIR)/release/ernie 3 $(GEN_BENCH_SMALL) $(GEN_BENCH_MODEL)
+	$(MAKE) bench-llama
+
+# ernie vs llama.cpp, same run (issue #13): needs a llama.cpp build (llama-bench, llama-quantize)
+# and its sources (convert_hf_to_gguf.py); skipped when LLAMA_BIN has no llama-bench. The GGUF
+# files (≈ 16 GB) go to GGUF_DIR; the converter runs in its own venv with llama.cpp's pins.
+LLAMA_BIN ?= /work/llama.cpp/build/bin
+LLAMA_SRC ?= /work/llama.cpp/llama_cpp_python-0.3.36/vendor/llama.cpp
+LLAMA_VENV ?= $(HOME)/.cache/ernie-llama-venv
+BENCH_ROUNDS ?= 3
+bench-llama:
+	@if [ ! -x $(LLAMA_BIN)/llama-bench ]; then echo "bench-llama: no $(LLAMA_BIN)/llama-bench (set LLAMA_BIN, LLAMA_SRC): skipped"; exit 0; fi; \
+	test -x $(LLAMA_VENV)/bin/python || (python3 -m venv $(LLAMA_VENV) && \
+	  $(LLAMA_VENV)/bin/pip install -q -r $(LLAMA_SRC)/requirements/requirements-convert_hf_to_gguf.txt); \
+	BENCH_MODEL=$(BENCH_MODEL) BENCH_PYTHON=$(LLAMA_VENV)/bin/python LLAMA_BIN=$(LLAMA_BIN) LLAMA_SRC=$(LLAMA_SRC) \
+	  scripts/bench-llama.sh $(CARGO_TARGET_DIR)/release/ernie $(BENCH_ROUNDS)
 
 clippy:
 	$(CARGO) clippy --workspace $(FEATURES) --all-targets

@@ -50,3 +50,51 @@ pub enum Format {
     /// One JSON object at the end.
     Json,
 }
+
+/// Whether mapped weights are populated at load (`--prefault`). Off by default: measured on the
+/// benchmark checkpoint (README, Benchmarks), populating every taken tensor made a 20-token
+/// prompt's first token slower (0.86 s vs 0.64 s from process start) and doubled peak RSS, since
+/// a short prompt touches only the experts it routes to; `on` suits servers that will touch
+/// everything anyway.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Prefault {
+    /// On unless the weights are quantised at load (their 16-bit source is read once and
+    /// dropped) or the checkpoint's safetensors exceed 80 % of this machine's memory.
+    Auto,
+    /// Always populate the tensors the model takes.
+    On,
+    /// Fault pages in lazily during the first tokens.
+    Off,
+}
+
+impl Prefault {
+    /// Sets the runtime's process-wide switch ([`ernie_runtime::set_prefault`]) for loading
+    /// `model`, quantised at load when `quantised`.
+    pub fn apply(self, model: &std::path::Path, quantised: bool) {
+        let on = match self {
+            Prefault::On => true,
+            Prefault::Off => false,
+            Prefault::Auto => !quantised && checkpoint_bytes(model).is_some_and(|b| mem_total_bytes().is_some_and(|m| b <= m / 5 * 4)),
+        };
+        ernie_runtime::set_prefault(on);
+    }
+}
+
+/// Total size of the `*.safetensors` files in `dir` (None when unreadable).
+fn checkpoint_bytes(dir: &std::path::Path) -> Option<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).ok()? {
+        let e = e.ok()?;
+        if e.path().extension().is_some_and(|x| x == "safetensors") {
+            total += e.metadata().ok()?.len();
+        }
+    }
+    Some(total)
+}
+
+/// `MemTotal` from /proc/meminfo in bytes (None off Linux).
+fn mem_total_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use ernie_runtime::{Device, DeviceSpec, DraftMode, ElasticOptions, Engine, ExpertSpec, LayerSpec, Prompt, QuantScheme};
 use tokenizers_mm::ChatMessage;
 
-use crate::args::{Format, Sampling};
+use crate::args::{Format, Prefault, Sampling};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -50,6 +50,9 @@ pub struct Args {
     /// with Q6_K for the LM head and some attn_v / ffn_down).
     #[arg(long)]
     quant: Option<QuantScheme>,
+    /// Populate the mapped weights at load instead of faulting them in during the first tokens.
+    #[arg(long, value_enum, default_value_t = Prefault::Off)]
+    prefault: Prefault,
     /// Generate media instead of text, the kind from the extension (.png: an image; .wav: speech, on an ERNIE 5.0
     /// checkpoint with audio parts and `audio_codec/`).
     #[arg(long)]
@@ -115,6 +118,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     // Open the device first: a missing GPU or CUDA build fails before the weights are read.
     let device = Device::open(args.device).with_context(|| format!("opening device {}", args.device))?;
+    args.prefault.apply(&args.model, args.quant.is_some());
     let elastic = ElasticOptions { layers: args.layers.clone(), experts: args.experts.clone(), top_k: args.top_k };
     let mut engine = Engine::load_quant(&model, &elastic, args.quant).with_context(|| format!("loading {}", model.display()))?;
     engine.to_device(&device).with_context(|| format!("moving the model to {}", args.device))?;

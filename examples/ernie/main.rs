@@ -2,6 +2,7 @@
 //! `Engine`, and prints; no model logic lives here.
 
 mod args;
+mod bench;
 mod caption;
 mod caption_audio;
 mod codec;
@@ -25,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Time prefill (pp) and decode (tg) like llama-bench, plus load and first-token latency.
+    Bench(bench::Args),
     /// Caption images and videos with an ERNIE-4.5-VL checkpoint (or the built-in demo one).
     Caption(caption::Args),
     /// Audio ↔ Mimi codes (encode / decode WAV), latents and BSQ bits → PNG.
@@ -42,6 +45,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Bench(args) => bench::run(args),
         Command::Caption(args) => caption::run(args),
         Command::Codec(args) => codec::run(args),
         Command::Generate(args) => generate::run(args),

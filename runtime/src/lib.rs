@@ -49,6 +49,6 @@ pub use model::{Logits, Transformer};
 pub use nn::kv_cache::KvCache;
 pub use infer::next_codec::{AudioCodes, AudioGenOptions};
 pub use tensor::{DType, Tensor};
-pub use weights::Weights;
+pub use weights::{set_prefault, Weights};
 pub use tools::demo::{default_cache_dir, ensure_demo_checkpoint, DEMO_NAME};
 pub use tools::routing_stats::RoutingStats;

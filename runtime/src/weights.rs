@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use memmap2::Mmap;
@@ -13,6 +14,19 @@ use safetensors::{Dtype as StDtype, SafeTensors};
 use crate::io::read_json;
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
+
+/// Whether [`Weights::take`] prefaults the tensors it hands out ([`set_prefault`]).
+static PREFAULT: AtomicBool = AtomicBool::new(false);
+
+/// Process-wide: when `on`, every tensor a model takes from a mapped checkpoint has its pages
+/// populated at load ([`Tensor::prefault`]) instead of faulting them in during the first tokens.
+/// Only the tensors taken are touched (elastic layers never taken stay unread), so peak RSS is
+/// still the touched pages — but all of them at once. Off by default (`ernie --prefault on|auto`
+/// turns it on): a short prompt touches only the experts it routes to, so populating everything
+/// made the first token slower in our measurement (README, Benchmarks).
+pub fn set_prefault(on: bool) {
+    PREFAULT.store(on, Ordering::Relaxed);
+}
 
 /// All tensors of a checkpoint, by stored name (the model loader renames them to the canonical
 /// spelling through `model/names.rs`), plus the bookkeeping that lets [`Weights::finish`] list what was missing and
@@ -138,6 +152,9 @@ impl Weights {
             return Err(Error::TensorShape { name: name.to_string(), expected: shape.to_vec(), got: t.shape().to_vec() });
         }
         self.used.insert(name.to_string());
+        if PREFAULT.load(Ordering::Relaxed) {
+            t.prefault();
+        }
         Ok(t.clone())
     }
 

@@ -1,6 +1,6 @@
 //! The fast MoE path (route → group by expert → one GEMM pair per active expert → weighted
-//! reduce) against the slow per-token loop, over awkward shapes: 1 and 33 and 511 rows, an expert
-//! with no rows, top_k = 1, expert counts that are not powers of two, bf16 and f32 weights.
+//! reduce; 1-4 rows: the two-pass streaming decode path) against the slow per-token loop, over
+//! awkward shapes: 1, 3, 4, 33 and 511 rows, an expert with no rows, top_k = 1, expert counts that are not powers of two, bf16 and f32 weights.
 
 use crate::common::randn;
 use ernie_runtime::model::moe::load_moe_block;
@@ -86,7 +86,7 @@ fn check(c: Case, rows: &[usize]) {
 
 #[test]
 fn fast_equals_slow_64_experts_top6_bf16() {
-    check(Case { e: 64, k: 6, h: 48, i: 24, shared: 2, bf16: true, starved: vec![5] }, &[1, 33, 511]);
+    check(Case { e: 64, k: 6, h: 48, i: 24, shared: 2, bf16: true, starved: vec![5] }, &[1, 3, 4, 33, 511]);
 }
 
 #[test]
@@ -145,4 +145,27 @@ fn route_rejects_bad_shapes() {
     assert!(route_logits(&[0.0; 8], 4, 0, None, 1e-12).is_err());
     assert!(route_logits(&[0.0; 8], 4, 5, None, 1e-12).is_err());
     assert!(route_logits(&[0.0; 8], 4, 2, Some(&[0.0; 3]), 1e-12).is_err());
+}
+
+#[test]
+fn quantised_decode_pass_matches_the_grouped_path() {
+    // q4_k_m-like mix (Q4_K gate/up, Q6_K down): the decode pass (1 row) must give each row what
+    // the grouped path gives it inside a 9-row batch. Both use the same activation quantizer and
+    // block dots, and the same slot order, so only the f32 reduce could differ: 1e-6 relative.
+    use ernie_runtime::ops::quant::QType;
+    let c = Case { e: 8, k: 2, h: 256, i: 256, shared: 1, bf16: true, starved: vec![] };
+    let mut block = build(&c, 3);
+    for m in block.experts.iter_mut().chain(block.shared.iter_mut()) {
+        assert!(m.gate.quantize(QType::Q4K).unwrap() && m.up.quantize(QType::Q4K).unwrap() && m.down.quantize(QType::Q6K).unwrap());
+    }
+    let mut rng = StdRng::seed_from_u64(4);
+    let x = randn(&mut rng, 9 * c.h, 1.0); // [9, h]
+    let (all, _) = block.forward(&x).unwrap();
+    for r in 0..9 {
+        let (one, _) = block.forward(&x[r * c.h..(r + 1) * c.h]).unwrap();
+        let want = &all[r * c.h..(r + 1) * c.h];
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
+        let diff = one.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(diff <= 1e-6 * scale, "row {r}: diff {diff} (scale {scale})");
+    }
 }

@@ -3,8 +3,9 @@
 //! tower and the resampler all hold their projections as [`Linear`], and the CUDA mirror uploads
 //! from it, so a new weight storage (e.g. a quantised block format) changes this file, not six.
 
-use crate::ops::quant::{qmatmul_xwt, qmatmul_xwt_slow, QType, QWeight};
-use crate::ops::{matmul_xwt, matmul_xwt_slow};
+use crate::ops::gemm::{WeightRef, GEMV_MAX_ROWS};
+use crate::ops::matmul_xwt_slow;
+use crate::ops::quant::{qgemv_batch, qmatmul_xwt, qmatmul_xwt_slow, QGemvJob, QType, QWeight};
 use crate::tensor::Tensor;
 use crate::weights::Weights;
 use crate::{Error, Result};
@@ -109,12 +110,28 @@ impl Linear {
         self.weight.dims().map(|d| d.1).unwrap_or(0)
     }
 
-    /// `x`: `[t, in]` → `[t, out]`. Errors: as [`matmul_xwt`] (`x` not a whole number of rows).
+    /// The dense weight as a [`WeightRef`] (`[out, in]`), `None` when quantised: for callers that
+    /// batch several projections into one [`crate::ops::gemm::gemv_batch`] pass.
+    pub fn dense_ref(&self) -> Option<WeightRef<'_>> {
+        match &self.weight {
+            LinearWeight::Dense(t) => Some(WeightRef::of(t)),
+            LinearWeight::Quant(_) => None,
+        }
+    }
+
+    /// `x`: `[t, in]` → `[t, out]`. Dense weights take [`crate::ops::gemm::matmul`] (packed GEMM,
+    /// or the streaming GEMV for `t ≤ 4`); quantised ones [`qmatmul_xwt`] ([`qgemv_batch`] for
+    /// `t ≤ 4`: same numbers, reused buffers).
+    /// Errors: [`Error::ShapeMismatch`] when `x` is not a whole number of rows.
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
         let (out, inp) = self.weight.dims()?;
         let mut y = vec![0.0f32; x.len() / inp.max(1) * out]; // [t, out]
         match &self.weight {
-            LinearWeight::Dense(w) => matmul_xwt(x, w, &mut y)?,
+            LinearWeight::Dense(w) => crate::ops::gemm::matmul(x, w, &mut y)?,
+            // Decode: the batch GEMV reuses its per-thread activation buffers (no allocation).
+            LinearWeight::Quant(q) if x.len() <= GEMV_MAX_ROWS * inp => {
+                qgemv_batch(&[QGemvJob::new(q, x, x.len() / inp.max(1), &mut y)])?
+            }
             LinearWeight::Quant(q) => qmatmul_xwt(x, q, &mut y)?,
         }
         add_bias(&mut y, self.bias.as_deref());

@@ -1,7 +1,8 @@
 //! The SwiGLU feed-forward `down(silu(gate(x)) ⊙ up(x))` (spec §2.4): the dense FFN of dense
 //! layers, one routed expert, and the shared experts (one wide MLP) are all this type.
 
-use super::linear::{load_bias as bias, Linear};
+use super::linear::{add_bias, load_bias as bias, Linear};
+use crate::ops::gemm::{gemv_batch, GemvJob, Kernel, Precision, GEMV_MAX_ROWS};
 use crate::ops::{silu_mul, silu_mul_slow};
 use crate::weights::Weights;
 use crate::Result;
@@ -51,10 +52,23 @@ impl SwiGlu {
         })
     }
 
-    /// `x`: `[t, h]` → `[t, h]`.
+    /// `x`: `[t, h]` → `[t, h]`. With few rows (decode) and dense weights, gate and up stream in
+    /// one [`gemv_batch`] pass.
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
-        let g = self.gate.forward(x)?; // [t, i]
-        let u = self.up.forward(x)?; // [t, i]
+        let t = x.len() / self.hidden.max(1);
+        let (g, u) = match (self.gate.dense_ref(), self.up.dense_ref()) {
+            (Some(wg), Some(wu)) if t <= GEMV_MAX_ROWS && t * self.hidden == x.len() => {
+                let (i, h) = (self.inter, self.hidden);
+                let mut g = vec![0.0f32; t * i]; // [t, i]
+                let mut u = vec![0.0f32; t * i]; // [t, i]
+                let jobs = [GemvJob::new(wg, x, t, i, h, &mut g), GemvJob::new(wu, x, t, i, h, &mut u)];
+                gemv_batch(&jobs, Kernel::detect(Precision::Exact))?;
+                add_bias(&mut g, self.gate.bias.as_deref());
+                add_bias(&mut u, self.up.bias.as_deref());
+                (g, u)
+            }
+            _ => (self.gate.forward(x)?, self.up.forward(x)?), // [t, i] each
+        };
         let mut a = vec![0.0f32; g.len()]; // [t, i]
         silu_mul(&g, &u, &mut a);
         self.down.forward(&a) // [t, h]

@@ -190,9 +190,10 @@ fn gemv(x: &[f32], t: usize, w: &Tensor, n: usize, k: usize, out: &mut [f32]) {
     }
 }
 
-/// Dot product with 16 independent accumulators so the compiler vectorises it; dispatched to an
-/// AVX2+FMA build of the same code when the CPU has it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// `Σ a[i]·b[i]` over the shorter length, with 16 independent accumulators so the compiler
+/// vectorises it (an iterator `sum` is a strict left-to-right chain it may not reorder);
+/// dispatched to an AVX2+FMA build of the same code when the CPU has it. Attention scores use it.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {

@@ -24,9 +24,19 @@ impl MoeBlock {
 
     /// Fast path. `x`: `[t, h]` → (`[t, h]`, the routing used).
     pub fn forward(&self, x: &[f32]) -> Result<(Vec<f32>, Routing)> {
+        self.forward_with(x, self.shared.as_ref())
+    }
+
+    /// [`MoeBlock::forward`] with `shared` in place of the block's own shared MLP (a
+    /// [`super::GroupedMoe`] holds one for all its groups). A few rows (decode) take the two-pass
+    /// streaming path of `fused.rs`; more rows the grouped GEMMs below.
+    pub(super) fn forward_with(&self, x: &[f32], shared: Option<&SwiGlu>) -> Result<(Vec<f32>, Routing)> {
         let h = self.hidden();
         let t = x.len() / h;
         let routing = self.router.route(x)?; // moe_route: ids, weights [t, k]
+        if let Some(out) = super::fused::forward_few(self, x, &routing, shared)? {
+            return Ok((out, routing));
+        }
         let k = routing.top_k;
         let groups = group_by_expert(&routing, self.experts.len()); // moe_align
         let mut slot_out = vec![0.0f32; t * k * h]; // [t, k, h]
@@ -56,7 +66,7 @@ impl MoeBlock {
                 o.iter_mut().zip(s).for_each(|(a, b)| *a += b);
             }
         }
-        if let Some(shared) = &self.shared {
+        if let Some(shared) = shared {
             let y = shared.forward(x)?; // [t, h]
             out.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
         }

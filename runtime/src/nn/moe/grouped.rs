@@ -69,6 +69,7 @@ impl GroupedMoe {
         let parts = self.partition(t, group_of)?;
         let mut out = vec![0.0f32; t * h]; // [t, h]
         let mut routings = Vec::new();
+        let mut shared_done = false;
         for (g, (block, rows)) in self.groups.iter().zip(parts).enumerate() {
             if rows.is_empty() {
                 continue;
@@ -81,13 +82,16 @@ impl GroupedMoe {
                 gathered = rows.iter().flat_map(|&r| &x[r as usize * h..(r as usize + 1) * h]).copied().collect();
                 &gathered
             };
-            let (y, routing) = block.forward(xs)?; // [n_g, h]
+            // One group over every row (text, decode): the shared MLP joins that group's pass.
+            let shared = if all { self.shared.as_ref() } else { None };
+            shared_done |= shared.is_some();
+            let (y, routing) = block.forward_with(xs, shared)?; // [n_g, h]
             for (i, &r) in rows.iter().enumerate() {
                 out[r as usize * h..(r as usize + 1) * h].copy_from_slice(&y[i * h..(i + 1) * h]);
             }
             routings.push(GroupRouting { group: g, tokens: rows, routing });
         }
-        if let Some(shared) = &self.shared {
+        if let (Some(shared), false) = (&self.shared, shared_done) {
             let y = shared.forward(x)?; // [t, h]
             out.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
         }

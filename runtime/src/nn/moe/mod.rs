@@ -9,10 +9,12 @@
 //!   into token order).
 //!
 //! Files: `router.rs` (moe_route), `experts.rs` (moe_align), `block.rs` ([`MoeBlock`]: gemm and
-//! reduce), `grouped.rs` ([`GroupedMoe`]: routing groups). Checkpoint reading is `model/moe.rs`.
+//! reduce), `fused.rs` (decode: all active experts in two streaming passes), `grouped.rs`
+//! ([`GroupedMoe`]: routing groups). Checkpoint reading is `model/moe.rs`.
 
 mod block;
 mod experts;
+mod fused;
 mod grouped;
 mod router;
 

@@ -139,6 +139,41 @@ pub fn gemv_experts(jobs: &[ExpertJob<'_>], n: usize, k: usize, out: &mut [f32],
     Ok(())
 }
 
+/// One matrix of [`gemv_batch`]: `out[m, n] = x[m, k] · w[n, k]ᵀ`, each with its own shape.
+/// Holds its output exclusively for `'a` (built from a `&'a mut [f32]`).
+pub struct GemvJob<'a> {
+    w: WeightRef<'a>,
+    x: &'a [f32],
+    out: SyncPtr<f32>,
+    out_len: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    _out: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> GemvJob<'a> {
+    /// `out[m, n] = x[m, k] · w[n, k]ᵀ`; the shapes are checked by [`gemv_batch`].
+    pub fn new(w: WeightRef<'a>, x: &'a [f32], m: usize, n: usize, k: usize, out: &'a mut [f32]) -> GemvJob<'a> {
+        GemvJob { w, x, out_len: out.len(), out: SyncPtr(out.as_mut_ptr()), m, n, k, _out: std::marker::PhantomData }
+    }
+}
+
+/// Any set of products in one parallel pass (decode: the gate and up matrices of every active
+/// expert and the shared MLP of a token, then all their down matrices): one rayon fork/join for
+/// the lot, each weight row streamed once, no allocation.
+///
+/// Errors: [`Error::ShapeMismatch`] when a job's slice lengths disagree with its `m, n, k`.
+pub fn gemv_batch(jobs: &[GemvJob<'_>], kernel: Kernel) -> Result<()> {
+    for j in jobs {
+        check_shapes("gemv_batch job", j.x.len(), j.w.len(), j.out_len, j.m, j.n, j.k)?;
+    }
+    // Each job owns its output exclusively (GemvJob::new took `&mut`), and `run` gives every
+    // (job, row range) to one task.
+    run(jobs.len(), |i| Job { x: jobs[i].x, m: jobs[i].m, w: jobs[i].w, n: jobs[i].n, k: jobs[i].k, out: jobs[i].out }, kernel);
+    Ok(())
+}
+
 /// Slow twin of [`gemv`]: plain loops in f64 over the same shapes (same errors).
 pub fn gemv_slow(x: &[f32], w: WeightRef<'_>, m: usize, n: usize, k: usize, out: &mut [f32]) -> Result<()> {
     super::gemm_slow(x, w, m, n, k, out)

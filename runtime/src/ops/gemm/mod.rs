@@ -32,7 +32,7 @@ use rayon::prelude::*;
 
 use crate::{Error, Result};
 
-pub use gemv::{gemv, gemv_experts, gemv_pair, gemv_slow, ExpertJob, GEMV_MAX_ROWS};
+pub use gemv::{gemv, gemv_batch, gemv_experts, gemv_pair, gemv_slow, ExpertJob, GemvJob, GEMV_MAX_ROWS};
 
 /// A borrowed `[n, k]` weight matrix in one of the three storage types (raw bits for 16-bit ones).
 #[derive(Clone, Copy, Debug)]

@@ -122,6 +122,32 @@ fn gemv_pair_and_experts_match_single_calls() {
 }
 
 #[test]
+fn gemv_batch_matches_single_calls() {
+    // Three matrices of different shapes and dtypes in one pass, one with no rows.
+    let (k1, k2) = (131, 64);
+    let x1 = values(3 * k1, 8);
+    let x2 = values(k2, 9);
+    let (wa, wb) = (weights(77, k1, 3), weights(40, k2, 4));
+    for kern in KERNELS.into_iter().filter(|k| k.is_available()) {
+        let (mut a, mut b, mut c) = (vec![f32::NAN; 3 * 77], vec![f32::NAN; 40], vec![0.0f32; 0]);
+        let jobs = [
+            GemvJob::new(WeightRef::Bf16(&wa.bf16), &x1, 3, 77, k1, &mut a),
+            GemvJob::new(WeightRef::F16(&wb.f16), &x2, 1, 40, k2, &mut b),
+            GemvJob::new(WeightRef::F32(&wa.f32s), &x1[..0], 0, 77, k1, &mut c),
+        ];
+        gemv_batch(&jobs, kern).unwrap();
+        let (mut a1, mut b1) = (vec![0.0; 3 * 77], vec![0.0; 40]);
+        gemv(&x1, WeightRef::Bf16(&wa.bf16), 3, 77, k1, &mut a1, kern).unwrap();
+        gemv(&x2, WeightRef::F16(&wb.f16), 1, 40, k2, &mut b1, kern).unwrap();
+        assert_eq!((&a, &b), (&a1, &b1), "{kern:?}");
+        check(&x1, WeightRef::Bf16(&wa.bf16), 3, 77, k1, &a, exact_bound(k1), "gemv_batch");
+    }
+    let mut out = vec![0.0; 5];
+    let bad = [GemvJob::new(WeightRef::Bf16(&wa.bf16), &x1[..k1], 1, 77, k1, &mut out)];
+    assert!(matches!(gemv_batch(&bad, Kernel::Portable), Err(Error::ShapeMismatch { .. })));
+}
+
+#[test]
 fn shape_errors_are_typed() {
     let x = vec![0.0; 6];
     let w = vec![0u16; 6];

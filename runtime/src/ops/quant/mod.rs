@@ -6,11 +6,13 @@
 //! - [`dot`]: block dot products with scalar twins, SIMD kernels picked at run time ([`Path`]);
 //! - [`QWeight`] + [`qmatmul_xwt`]: a quantised `[n, k]` weight matrix and `y = x·Wᵀ` over it, the
 //!   activation rows quantised per block first (as llama.cpp's `ggml_compute_forward_mul_mat`
-//!   does with `vec_dot_type`).
+//!   does with `vec_dot_type`); [`qgemv_batch`]: many such products (decode: every active
+//!   expert) in one parallel pass.
 //!
 //! Goldens: `tests/reference/make_quant_reference.py` runs ggml's own quantize / dequantize /
 //! vec_dot; `tests/quant_reference.rs` checks these against them.
 
+mod batch;
 pub mod blocks;
 pub mod dot;
 mod matmul;
@@ -30,6 +32,7 @@ pub use blocks::{
     quantize_row_q8_0, quantize_row_q8_k, BlockQ8K, Q4_K_BYTES, Q6_K_BYTES, Q8_0_BYTES, Q8_K_BYTES, QK8_0, QK_K,
 };
 pub use dot::{dot_q4_k_q8_k_scalar, dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_scalar, Path, Q8_0_SUM_ULPS};
+pub use batch::{qgemv_batch, qgemv_batch_on, QGemvJob};
 pub use matmul::{qmatmul_xwt, qmatmul_xwt_on, qmatmul_xwt_slow, qmatmul_xwt_with, QScratch};
 
 use crate::gguf::Gguf;

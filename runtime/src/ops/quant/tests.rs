@@ -229,3 +229,29 @@ fn qmatmul_rejects_bad_shapes() {
     assert!(QWeight::quantize_f32(&[0.0; 100], 1, 100, QType::Q4K).is_err());
     assert!(QWeight::from_bytes(QType::Q4K, 2, 256, vec![0; 287]).is_err());
 }
+
+#[test]
+fn qgemv_batch_equals_qmatmul_per_job() {
+    // Three formats, different shapes and row counts in one pass: bit-identical to one
+    // qmatmul_xwt per job (same activation quantizer, same dots).
+    let mut rng = Rng(0x5eed);
+    let (k8, kk) = (96, 512);
+    let wq8 = QWeight::quantize_f32(&rng.vec(70 * k8), 70, k8, QType::Q8_0).unwrap();
+    let wq4 = QWeight::quantize_f32(&rng.vec(33 * kk), 33, kk, QType::Q4K).unwrap();
+    let wq6 = QWeight::quantize_f32(&rng.vec(130 * kk), 130, kk, QType::Q6K).unwrap();
+    let x8 = rng.vec(2 * k8);
+    let xk = rng.vec(3 * kk);
+    for p in Path::available() {
+        let (mut a, mut b, mut c) = (vec![f32::NAN; 2 * 70], vec![f32::NAN; 3 * 33], vec![f32::NAN; 130]);
+        let jobs = [QGemvJob::new(&wq8, &x8, 2, &mut a), QGemvJob::new(&wq4, &xk, 3, &mut b), QGemvJob::new(&wq6, &xk[kk..2 * kk], 1, &mut c)];
+        qgemv_batch_on(p, &jobs).unwrap();
+        let mut s = QScratch::default();
+        let (mut a1, mut b1, mut c1) = (vec![0.0; 2 * 70], vec![0.0; 3 * 33], vec![0.0; 130]);
+        qmatmul_xwt_on(p, &x8, &wq8, &mut a1, &mut s).unwrap();
+        qmatmul_xwt_on(p, &xk, &wq4, &mut b1, &mut s).unwrap();
+        qmatmul_xwt_on(p, &xk[kk..2 * kk], &wq6, &mut c1, &mut s).unwrap();
+        assert_eq!((&a, &b, &c), (&a1, &b1, &c1), "{p:?}");
+    }
+    let mut out = vec![0.0; 69];
+    assert!(matches!(qgemv_batch(&[QGemvJob::new(&wq8, &x8[..k8], 1, &mut out)]), Err(crate::Error::ShapeMismatch { .. })));
+}
