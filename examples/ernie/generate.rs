@@ -118,7 +118,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     // Open the device first: a missing GPU or CUDA build fails before the weights are read.
     let device = Device::open(args.device).with_context(|| format!("opening device {}", args.device))?;
-    args.prefault.apply(&args.model, args.quant.is_some());
+    args.prefault.apply(&model, args.quant.is_some());
     let elastic = ElasticOptions { layers: args.layers.clone(), experts: args.experts.clone(), top_k: args.top_k };
     let mut engine = Engine::load_quant(&model, &elastic, args.quant).with_context(|| format!("loading {}", model.display()))?;
     engine.to_device(&device).with_context(|| format!("moving the model to {}", args.device))?;
