@@ -2,6 +2,8 @@
 //! ratios are taken against, and seeded weights. Each bench includes this one copy and uses part of it.
 #![allow(dead_code)]
 
+use std::time::Instant;
+
 use half::bf16;
 use rayon::prelude::*;
 
