@@ -5,7 +5,7 @@
 
 use crate::ops::gemm::{WeightRef, GEMV_MAX_ROWS};
 use crate::ops::matmul_xwt_slow;
-use crate::ops::quant::{qgemv_batch, qmatmul_xwt, qmatmul_xwt_slow, QGemvJob, QType, QWeight};
+use crate::ops::quant::{qgemv_batch, qmatmul_dequant, qmatmul_dequant_slow, qmatmul_xwt, qmatmul_xwt_slow, QGemvJob, QType, QWeight, DEQUANT_MIN_ROWS};
 use crate::tensor::Tensor;
 use crate::weights::Weights;
 use crate::{Error, Result};
@@ -121,7 +121,9 @@ impl Linear {
 
     /// `x`: `[t, in]` → `[t, out]`. Dense weights take [`crate::ops::gemm::matmul`] (packed GEMM,
     /// or the streaming GEMV for `t ≤ 4`); quantised ones [`qmatmul_xwt`] ([`qgemv_batch`] for
-    /// `t ≤ 4`: same numbers, reused buffers).
+    /// `t ≤ 4`: same numbers, reused buffers), and from [`DEQUANT_MIN_ROWS`] rows on
+    /// [`qmatmul_dequant`] (f32 activations against the dequantised weight: the slow twin for
+    /// those rows is [`crate::ops::quant::qmatmul_dequant_slow`]).
     /// Errors: [`Error::ShapeMismatch`] when `x` is not a whole number of rows.
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
         let (out, inp) = self.weight.dims()?;
@@ -132,18 +134,22 @@ impl Linear {
             LinearWeight::Quant(q) if x.len() <= GEMV_MAX_ROWS * inp => {
                 qgemv_batch(&[QGemvJob::new(q, x, x.len() / inp.max(1), &mut y)])?
             }
+            // Prefill: dequantised panels through the packed GEMM (ops/quant/panel.rs).
+            LinearWeight::Quant(q) if x.len() >= DEQUANT_MIN_ROWS * inp => qmatmul_dequant(x, q, &mut y)?,
             LinearWeight::Quant(q) => qmatmul_xwt(x, q, &mut y)?,
         }
         add_bias(&mut y, self.bias.as_deref());
         Ok(y)
     }
 
-    /// Slow twin of [`Linear::forward`] ([`matmul_xwt_slow`]).
+    /// Slow twin of [`Linear::forward`] ([`matmul_xwt_slow`]; quantised: [`qmatmul_xwt_slow`], or
+    /// [`qmatmul_dequant_slow`] from [`DEQUANT_MIN_ROWS`] rows on, as the fast path switches).
     pub fn forward_slow(&self, x: &[f32]) -> Result<Vec<f32>> {
         let (out, inp) = self.weight.dims()?;
         let mut y = vec![0.0f32; x.len() / inp.max(1) * out]; // [t, out]
         match &self.weight {
             LinearWeight::Dense(w) => matmul_xwt_slow(x, w, &mut y)?,
+            LinearWeight::Quant(q) if x.len() >= DEQUANT_MIN_ROWS * inp => qmatmul_dequant_slow(x, q, &mut y)?,
             LinearWeight::Quant(q) => qmatmul_xwt_slow(x, q, &mut y)?,
         }
         add_bias(&mut y, self.bias.as_deref());
