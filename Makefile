@@ -84,7 +84,7 @@ BENCH_VENV ?= $(HOME)/.cache/ernie-bench-venv
 # (`tiny` = the test fixtures; or the ernie5 demo checkpoint's directory).
 GEN_BENCH_MODEL ?= $(HOME)/.cache/ernie-bench-ernie5-21b-a3b-4layer
 BENCH_MIMI ?= $(HOME)/.cache/ernie-bench-mimi
-GEN_BENCH_SMALL ?= tiny
+GEN_BENCH_SMALL ?= $(HOME)/.cache/ernie/ernie5-demo-v1
 bench: build
 	$(CARGO) bench --bench moe
 	@test -x $(BENCH_VENV)/bin/python || (python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q numpy==2.4.6)
@@ -93,6 +93,7 @@ bench: build
 	@test -f $(GEN_BENCH_MODEL)/generation_config.json || $(BENCH_VENV)/bin/python \
 		tests/reference/make_generation_bench_checkpoint.py $(GEN_BENCH_MODEL) $(BENCH_MODEL) $(BENCH_MIMI)
 	ERNIE_BENCH_VAE=$(GEN_BENCH_MODEL)/vision_decoder $(CARGO) bench --bench codec
+	@test -d $(GEN_BENCH_SMALL) || [ "$(GEN_BENCH_SMALL)" = tiny ] || $(ERNIE) generate --prompt "a fox" --output $$(mktemp -d)/fox.png
 	scripts/bench-generation.sh $(CARGO_TARGET_DIR)/release/ernie 3 $(GEN_BENCH_SMALL) $(GEN_BENCH_MODEL)
 	$(MAKE) bench-llama
 

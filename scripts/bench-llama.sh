@@ -36,14 +36,13 @@ for t in q8_0 q4_k_m; do
   [ -f "$gguf_dir/bench-$t.gguf" ] || "$llama_bin/llama-quantize" "$gguf_dir/bench-bf16.gguf" "$gguf_dir/bench-$t.gguf" "$up" "$threads" >&2
 done
 
-# Our side of each format: the bf16 safetensors (converted in place for f16 is not offered:
-# ernie reads f16 safetensors, but this checkpoint is bf16), or quantised at load.
-ours_args() {
+# Our side of each format: the bf16 safetensors checkpoint itself for bf16 (what the GGUF files
+# were converted from), and for f16 / q8_0 / q4_k_m the very GGUF file llama-bench reads (ernie
+# loads llama.cpp's GGUF files, quantised tensors as views of the map: same bytes on both sides).
+ours_model() {
   case $1 in
-    bf16) echo "" ;;
-    f16) echo "SKIP" ;;
-    q8_0) echo "--quant q8_0" ;;
-    q4_k_m) echo "--quant q4_k_m" ;;
+    bf16) echo "$model" ;;
+    *) echo "$gguf_dir/bench-$1.gguf" ;;
   esac
 }
 
@@ -70,10 +69,7 @@ for r in $(seq "$rounds"); do
     # One JSON object per line: the pp test has n_gen 0, the tg test n_prompt 0.
     grep -E '"n_gen": *0[,}]' <<<"$out" | json_num avg_ts >>"$tmp/llama-$f-pp" || true
     grep -E '"n_prompt": *0[,}]' <<<"$out" | json_num avg_ts >>"$tmp/llama-$f-tg" || true
-    a=$(ours_args "$f")
-    [ "$a" = SKIP ] && continue
-    # shellcheck disable=SC2086
-    o=$("$bin" bench --model "$model" $a -t "$threads" -p 512 -n 128 -r 1 --format json)
+    o=$("$bin" bench --model "$(ours_model "$f")" -t "$threads" -p 512 -n 128 -r 1 --format json)
     # serde_json sorts keys: pick the whole test object, then its median.
     json_num median_tok_s <<<"$(grep -o '{[^{}]*"name":"pp512"[^{}]*}' <<<"$o")" >>"$tmp/ours-$f-pp"
     json_num median_tok_s <<<"$(grep -o '{[^{}]*"name":"tg128"[^{}]*}' <<<"$o")" >>"$tmp/ours-$f-tg"
