@@ -408,16 +408,8 @@ pub(crate) fn tokenizer_from_vocab(v: &SpmVocab) -> std::result::Result<(Tokeniz
     }
     let mut pieces = Vec::with_capacity(n);
     for (i, ((p, &score), &t)) in v.pieces.iter().zip(&v.scores).zip(&v.types).enumerate() {
-        let kind = match t {
-            1 => PieceType::Normal,
-            2 => PieceType::Unknown,
-            3 => PieceType::Control,
-            // llama.cpp's converter stores user-defined spaces as " "; SentencePiece spells "▁".
-            4 => PieceType::UserDefined,
-            5 => PieceType::Unused,
-            6 => PieceType::Byte,
-            other => return Err(format!("token {i} ({p:?}): unknown token type {other}")),
-        };
+        // llama.cpp's converter stores user-defined spaces as " "; SentencePiece spells "▁".
+        let kind = u64::try_from(t).ok().and_then(PieceType::from_code).ok_or_else(|| format!("token {i} ({p:?}): unknown token type {t}"))?;
         let piece = if kind == PieceType::UserDefined { p.replace(' ', META) } else { p.clone() };
         pieces.push(Piece { piece, score, kind });
     }

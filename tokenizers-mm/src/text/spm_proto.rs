@@ -42,6 +42,22 @@ pub(crate) enum PieceType {
     Byte,
 }
 
+impl PieceType {
+    /// The type of its numeric code (the `.proto` enum value, which llama.cpp's
+    /// `tokenizer.ggml.token_type` stores too); `None` for an unknown code.
+    pub(crate) fn from_code(code: u64) -> Option<PieceType> {
+        Some(match code {
+            1 => PieceType::Normal,
+            2 => PieceType::Unknown,
+            3 => PieceType::Control,
+            4 => PieceType::UserDefined,
+            5 => PieceType::Unused,
+            6 => PieceType::Byte,
+            _ => return None,
+        })
+    }
+}
+
 /// One vocabulary entry; its id is its index.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Piece {
@@ -195,15 +211,7 @@ fn piece(buf: &[u8], index: usize) -> Result<Piece, String> {
             (1, Wire::Len(b)) => p.piece = string(&format!("piece {index}"), b)?,
             (2, Wire::Fixed32(bits)) => p.score = f32::from_bits(bits),
             (3, Wire::Varint(t)) => {
-                p.kind = match t {
-                    1 => PieceType::Normal,
-                    2 => PieceType::Unknown,
-                    3 => PieceType::Control,
-                    4 => PieceType::UserDefined,
-                    5 => PieceType::Unused,
-                    6 => PieceType::Byte,
-                    other => return Err(format!("piece {index}: unknown type {other}")),
-                }
+                p.kind = PieceType::from_code(t).ok_or_else(|| format!("piece {index}: unknown type {t}"))?
             }
             _ => {}
         }

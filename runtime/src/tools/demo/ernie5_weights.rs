@@ -39,16 +39,9 @@ pub(super) fn ernie5_tensors() -> Vec<TensorSpec> {
     t.other("model.embed_tokens.weight".into(), vec![VOCAB, h], Dtype::BF16, Init::Normal(EMBED_STD)); // [V, H]
     for l in 0..N_LAYERS {
         let p = format!("model.layers.{l}");
-        t.ones(format!("{p}.input_layernorm.weight"), h);
-        t.ones(format!("{p}.post_attention_layernorm.weight"), h);
-        t.linear(format!("{p}.self_attn.q_proj.weight"), q_dim, h); // [nh·hd, H]
-        t.linear(format!("{p}.self_attn.k_proj.weight"), kv_dim, h); // [nkv·hd, H]
-        t.linear(format!("{p}.self_attn.v_proj.weight"), kv_dim, h); // [nkv·hd, H]
-        t.linear(format!("{p}.self_attn.o_proj.weight"), h, q_dim); // [H, nh·hd]
+        t.attention_layer(&p, h, q_dim, kv_dim);
         if l == 0 {
-            t.linear(format!("{p}.mlp.gate_proj.weight"), INTER, h); // [I, H]
-            t.linear(format!("{p}.mlp.up_proj.weight"), INTER, h); // [I, H]
-            t.linear(format!("{p}.mlp.down_proj.weight"), h, INTER); // [H, I]
+            t.dense_mlp(&p, h, INTER);
             continue;
         }
         for e in 0..N_EXPERTS {

@@ -86,6 +86,24 @@ impl Specs {
         self.0.push(TensorSpec { name, shape: vec![n], dtype: self.1, init: Init::Zeros });
     }
 
+    /// The norms and attention projections of decoder layer prefix `p` (`model.layers.{l}`) in the
+    /// ERNIE 4.5 names both demos share: hidden `h`, `q_dim` = heads·head_dim, `kv_dim` likewise.
+    pub(super) fn attention_layer(&mut self, p: &str, h: usize, q_dim: usize, kv_dim: usize) {
+        self.ones(format!("{p}.input_layernorm.weight"), h);
+        self.ones(format!("{p}.post_attention_layernorm.weight"), h);
+        self.linear(format!("{p}.self_attn.q_proj.weight"), q_dim, h); // [nh·hd, H]
+        self.linear(format!("{p}.self_attn.k_proj.weight"), kv_dim, h); // [nkv·hd, H]
+        self.linear(format!("{p}.self_attn.v_proj.weight"), kv_dim, h); // [nkv·hd, H]
+        self.linear(format!("{p}.self_attn.o_proj.weight"), h, q_dim); // [H, nh·hd]
+    }
+
+    /// The dense SwiGLU MLP `{p}.mlp.{gate,up,down}_proj` of width `inter`.
+    pub(super) fn dense_mlp(&mut self, p: &str, h: usize, inter: usize) {
+        self.linear(format!("{p}.mlp.gate_proj.weight"), inter, h); // [I, H]
+        self.linear(format!("{p}.mlp.up_proj.weight"), inter, h); // [I, H]
+        self.linear(format!("{p}.mlp.down_proj.weight"), h, inter); // [H, I]
+    }
+
     /// Anything else.
     pub(super) fn other(&mut self, name: String, shape: Vec<usize>, dtype: Dtype, init: Init) {
         self.0.push(TensorSpec { name, shape, dtype, init });
@@ -103,16 +121,9 @@ pub(super) fn demo_tensors() -> Vec<TensorSpec> {
     t.other("model.embed_tokens.weight".into(), vec![VOCAB, h], Dtype::BF16, Init::Normal(EMBED_STD)); // [V, H]
     for l in 0..N_LAYERS {
         let p = format!("model.layers.{l}");
-        t.ones(format!("{p}.input_layernorm.weight"), h);
-        t.ones(format!("{p}.post_attention_layernorm.weight"), h);
-        t.linear(format!("{p}.self_attn.q_proj.weight"), q_dim, h); // [nh·hd, H]
-        t.linear(format!("{p}.self_attn.k_proj.weight"), kv_dim, h); // [nkv·hd, H]
-        t.linear(format!("{p}.self_attn.v_proj.weight"), kv_dim, h); // [nkv·hd, H]
-        t.linear(format!("{p}.self_attn.o_proj.weight"), h, q_dim); // [H, nh·hd]
+        t.attention_layer(&p, h, q_dim, kv_dim);
         if l == 0 {
-            t.linear(format!("{p}.mlp.gate_proj.weight"), INTER, h); // [I, H]
-            t.linear(format!("{p}.mlp.up_proj.weight"), INTER, h); // [I, H]
-            t.linear(format!("{p}.mlp.down_proj.weight"), h, INTER); // [H, I]
+            t.dense_mlp(&p, h, INTER);
             continue;
         }
         // Text experts 0..E (width MOE_INTER[0]), then vision experts E..2E (width MOE_INTER[1]).
