@@ -221,6 +221,22 @@ impl Tensor {
         }
     }
 
+    /// Drops this tensor's pages of the checkpoint file from the process's resident set
+    /// (`madvise(MADV_DONTNEED)`): for a source that will not be read again, such as a dense
+    /// weight just replaced by its quantisation at load (issue #13 item 2: quantising a 44 GB bf16
+    /// checkpoint must not hold all of it resident). The pages stay in the page cache, and a later
+    /// read of any byte of them faults it back in from the file, so the data seen never changes
+    /// (the mapping is read-only). A no-op for owned tensors and off Unix; failures are ignored.
+    pub fn release_pages(&self) {
+        #[cfg(unix)]
+        if let Bytes::Mapped(m) = &self.bytes {
+            let len = self.numel() * self.dtype.size();
+            // SAFETY: the map is read-only (`Mmap`, never written through), so MADV_DONTNEED
+            // discards no modification: later reads re-fault the file's own bytes.
+            let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, self.start, len) };
+        }
+    }
+
     /// Whether the bytes are a view into a memory-mapped file (not a copy).
     pub fn is_mapped(&self) -> bool {
         matches!(self.bytes, Bytes::Mapped(_))

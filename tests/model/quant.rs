@@ -91,3 +91,20 @@ fn bogus_scheme_is_a_clear_error() {
     }
 }
 
+
+/// `--quant` drops each dense source's mmapped pages after quantising it: the bytes a released
+/// tensor (or a neighbour sharing its pages) reads afterwards are the file's own.
+#[test]
+fn released_pages_read_back_the_same_values() {
+    let mut w = ernie_runtime::Weights::open(&fixture("moe-f32")).unwrap();
+    let all = w.take_prefix("model.layers.1.");
+    assert!(all.len() > 4);
+    let before: Vec<(String, Vec<f32>)> = all.iter().map(|(n, t)| (n.clone(), t.to_f32_vec())).collect();
+    assert!(all.values().all(|t| t.is_mapped()), "fixture tensors are views of the map");
+    for t in all.values() {
+        t.release_pages();
+    }
+    for (name, want) in &before {
+        assert_eq!(&all[name].to_f32_vec(), want, "{name}");
+    }
+}

