@@ -5,7 +5,7 @@
 
 use crate::ops::gemm::{WeightRef, GEMV_MAX_ROWS};
 use crate::ops::matmul_xwt_slow;
-use crate::ops::quant::{qgemv_batch, qmatmul_dequant, qmatmul_dequant_slow, qmatmul_xwt, qmatmul_xwt_slow, QGemvJob, QType, QWeight, DEQUANT_MIN_ROWS};
+use crate::ops::quant::{qgemv_batch, qmatmul_dequant, qmatmul_xwt, qmatmul_xwt_slow, QGemvJob, QType, QWeight, DEQUANT_MIN_ROWS};
 use crate::tensor::Tensor;
 use crate::weights::Weights;
 use crate::{Error, Result};
@@ -127,7 +127,7 @@ impl Linear {
     /// or the streaming GEMV for `t ≤ 4`); quantised ones [`qmatmul_xwt`] ([`qgemv_batch`] for
     /// `t ≤ 4`: same numbers, reused buffers), and from [`DEQUANT_MIN_ROWS`] rows on
     /// [`qmatmul_dequant`] (f32 activations against the dequantised weight: the slow twin for
-    /// those rows is [`crate::ops::quant::qmatmul_dequant_slow`]).
+    /// every row count is [`qmatmul_xwt_slow`]: `deq(W)` against f32 activations in f64).
     /// Errors: [`Error::ShapeMismatch`] when `x` is not a whole number of rows.
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
         let (out, inp) = self.weight.dims()?;
@@ -146,14 +146,12 @@ impl Linear {
         Ok(y)
     }
 
-    /// Slow twin of [`Linear::forward`] ([`matmul_xwt_slow`]; quantised: [`qmatmul_xwt_slow`], or
-    /// [`qmatmul_dequant_slow`] from [`DEQUANT_MIN_ROWS`] rows on, as the fast path switches).
+    /// Slow twin of [`Linear::forward`] ([`matmul_xwt_slow`]; quantised: [`qmatmul_xwt_slow`]).
     pub fn forward_slow(&self, x: &[f32]) -> Result<Vec<f32>> {
         let (out, inp) = self.weight.dims()?;
         let mut y = vec![0.0f32; x.len() / inp.max(1) * out]; // [t, out]
         match &self.weight {
             LinearWeight::Dense(w) => matmul_xwt_slow(x, w, &mut y)?,
-            LinearWeight::Quant(q) if x.len() >= DEQUANT_MIN_ROWS * inp => qmatmul_dequant_slow(x, q, &mut y)?,
             LinearWeight::Quant(q) => qmatmul_xwt_slow(x, q, &mut y)?,
         }
         add_bias(&mut y, self.bias.as_deref());

@@ -47,21 +47,12 @@ pub fn matmul_xwt(x: &[f32], w: &Tensor, out: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-/// Slow twin of [`matmul_xwt`]: the triple loop, accumulating in f64.
+/// Slow twin of [`matmul_xwt`]: the triple loop, accumulating in f64 ([`crate::ops::gemm::gemm_slow`]
+/// on the weight upcast to f32).
 pub fn matmul_xwt_slow(x: &[f32], w: &Tensor, out: &mut [f32]) -> Result<()> {
     let (n, k) = w.dims2()?;
     let t = check_dims("matmul_xwt_slow", x.len(), out.len(), n, k)?;
-    let wf = w.to_f32_vec();
-    for r in 0..t {
-        for c in 0..n {
-            let mut acc = 0.0f64;
-            for i in 0..k {
-                acc += x[r * k + i] as f64 * wf[c * k + i] as f64;
-            }
-            out[r * n + c] = acc as f32;
-        }
-    }
-    Ok(())
+    crate::ops::gemm::gemm_slow(x, crate::ops::gemm::WeightRef::F32(&w.to_f32_vec()), t, n, k, out)
 }
 
 fn check_dims(op: &'static str, x_len: usize, out_len: usize, n: usize, k: usize) -> Result<usize> {

@@ -128,20 +128,11 @@ pub fn qmatmul_xwt_on(path: Path, x: &[f32], w: &QWeight, out: &mut [f32], scrat
 }
 
 /// Slow twin of [`qmatmul_xwt`]: the weight dequantised to f32, the activations left in f32, the
-/// triple loop accumulating in f64. It differs from the fast path by the activation quantisation
-/// (ggml's Q8_K / Q8_0 rounding of `x`), which the tests bound.
+/// triple loop accumulating in f64 ([`crate::ops::gemm::gemm_slow`]). It differs from the integer
+/// path by the activation quantisation (ggml's Q8_K / Q8_0 rounding of `x`), which the tests bound,
+/// and is also the twin of [`super::qmatmul_dequant`] (f32 activations).
 pub fn qmatmul_xwt_slow(x: &[f32], w: &QWeight, out: &mut [f32]) -> Result<()> {
     let (n, k) = w.dims();
     let t = check_dims(x.len(), out.len(), n, k)?;
-    let wf = w.dequantize();
-    for r in 0..t {
-        for c in 0..n {
-            let mut acc = 0.0f64;
-            for i in 0..k {
-                acc += x[r * k + i] as f64 * wf[c * k + i] as f64;
-            }
-            out[r * n + c] = acc as f32;
-        }
-    }
-    Ok(())
+    crate::ops::gemm::gemm_slow(x, crate::ops::gemm::WeightRef::F32(&w.dequantize()), t, n, k, out)
 }

@@ -35,7 +35,7 @@ pub use blocks::{
 pub use dot::{dot_q4_k_q8_k_scalar, dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_scalar, Path, Q8_0_SUM_ULPS};
 pub use batch::{qgemv_batch, qgemv_batch_on, QGemvJob};
 pub use matmul::{qmatmul_xwt, qmatmul_xwt_on, qmatmul_xwt_slow, qmatmul_xwt_with, QScratch};
-pub use panel::{qmatmul_dequant, qmatmul_dequant_slow, DEQUANT_MIN_ROWS, PANEL_ROWS};
+pub use panel::{qmatmul_dequant, DEQUANT_MIN_ROWS, PANEL_ROWS};
 
 use crate::gguf::Gguf;
 use crate::tensor::{Elems, Tensor};

@@ -1,6 +1,7 @@
 //! Quantised prefill through the packed f32 GEMM: `out[t, n] = Σ_k x[t, k] · deq(W)[n, k]` for
 //! many activation rows, dequantising `W` [`PANEL_ROWS`] rows at a time ([`QType::dequantize_row`],
-//! exact ggml dequantisation) and multiplying each panel with [`crate::ops::gemm::gemm`].
+//! exact ggml dequantisation) and multiplying each panel with [`crate::ops::gemm::gemm`]. Its slow
+//! twin is [`super::qmatmul_xwt_slow`] (the same `deq(W)` against f32 activations, in f64).
 //!
 //! Why: the integer dots of [`super::qmatmul_xwt`] stream every weight block once per activation
 //! row, so prefill runs at GEMV speed (about 34 tok/s on the 21B-A3B-shaped bench against 135 for
@@ -12,7 +13,7 @@
 use rayon::prelude::*;
 
 use super::QWeight;
-use crate::ops::gemm::{gemm, gemm_slow, Kernel, Precision, WeightRef};
+use crate::ops::gemm::{gemm, Kernel, Precision, WeightRef};
 use crate::{Error, Result};
 
 /// Weight rows dequantised per panel: bounds the f32 copy to `PANEL_ROWS · in · 4` bytes
@@ -62,23 +63,13 @@ pub fn qmatmul_dequant(x: &[f32], w: &QWeight, out: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-/// Slow twin of [`qmatmul_dequant`]: the whole `W` dequantised ([`QWeight::dequantize`]), then
-/// the f64-accumulating [`gemm_slow`].
-///
-/// Errors: as [`qmatmul_dequant`].
-pub fn qmatmul_dequant_slow(x: &[f32], w: &QWeight, out: &mut [f32]) -> Result<()> {
-    let (n, k) = w.dims();
-    let t = dims(x.len(), out.len(), n, k)?;
-    gemm_slow(x, WeightRef::F32(&w.dequantize()), t, n, k, out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ops::quant::QType;
 
     /// Panels (n = 600 crosses the 512-row boundary) and every format: the fast path equals the
-    /// f64 twin within f32 summation noise, relative to `Σ|x·w|` per output.
+    /// f64 twin (`qmatmul_xwt_slow`) within f32 summation noise, relative to `Σ|x·w|` per output.
     #[test]
     fn panels_match_the_dequantised_twin() {
         let (t, n, k) = (20, 600, 512);
@@ -95,7 +86,7 @@ mod tests {
             let q = QWeight::quantize_f32(&w, n, k, qt).unwrap();
             let (mut fast, mut slow) = (vec![0.0f32; t * n], vec![0.0f32; t * n]);
             qmatmul_dequant(&x, &q, &mut fast).unwrap();
-            qmatmul_dequant_slow(&x, &q, &mut slow).unwrap();
+            crate::ops::quant::qmatmul_xwt_slow(&x, &q, &mut slow).unwrap();
             let deq = q.dequantize();
             for i in 0..t {
                 for j in 0..n {
