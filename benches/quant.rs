@@ -7,11 +7,15 @@
 //! (valid for every format, with sane f16 scales), since speed does not depend on the values.
 //! Every kernel path this CPU has is timed (scalar, AVX2, AVX-512 VNNI).
 //!
-//! Run: `cargo bench --bench quant` (needs ~1.2 GB of RAM).
+//! `prefill`: the integer GEMM of quantised prefill against the dequantised f32 GEMM and bf16 on
+//! expert- and projection-shaped products.
+//!
+//! Run: `cargo bench --bench quant` (needs ~1.2 GB of RAM); `cargo bench --bench quant prefill`
+//! for the prefill group alone.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ernie_runtime::ops::matmul_xwt;
-use ernie_runtime::ops::quant::{qmatmul_xwt_on, Path, QScratch, QType, QWeight};
+use ernie_runtime::ops::{gemm, matmul_xwt};
+use ernie_runtime::ops::quant::{qmatmul_dequant, qmatmul_int8, qmatmul_xwt_on, Path, QScratch, QType, QWeight};
 use ernie_runtime::Tensor;
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -105,5 +109,39 @@ fn bench_gemv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_gemv);
+/// Prefill (many activation rows): the integer GEMM (`qmatmul_int8`, VNNI) against the
+/// dequantised-panel f32 GEMM (`qmatmul_dequant`, its predecessor and the fallback) and the bf16
+/// packed GEMM on the same shape, all in this run; throughput in multiply-adds (`t·n·k`).
+/// Shapes: one expert's gate projection at pp512 with 64 experts top-6 (48 rows), and a
+/// hidden × hidden projection over 512 rows.
+fn bench_prefill(c: &mut Criterion) {
+    let mut g = c.benchmark_group("prefill");
+    g.sample_size(10);
+    for &(t, n) in &[(48usize, I), (512, H)] {
+        let x: Vec<f32> = xorshift_bytes(t * H, 9).iter().map(|&b| b as f32 / 128.0 - 1.0).collect();
+        let mut out = vec![0.0f32; t * n];
+        g.throughput(Throughput::Elements((t * n * H) as u64));
+        let shape = format!("{t}x{n}x{H}");
+        {
+            // Values of a trained layer's size (random bit patterns would hit subnormals).
+            let w: Vec<bf16> = xorshift_bytes(n * H, 3).iter().map(|&b| bf16::from_f32((b as f32 - 127.5) / 2048.0)).collect();
+            let w = Tensor::from_bf16(&w, vec![n, H]).expect("shape");
+            g.bench_function(BenchmarkId::new("bf16/gemm", &shape), |b| b.iter(|| gemm::matmul(&x, &w, &mut out).expect("gemm")));
+        }
+        for qt in [QType::Q4K, QType::Q6K, QType::Q8_0] {
+            let full = random_qweight(qt);
+            let w = QWeight::from_bytes(qt, n, H, full.bytes()[..n * full.row_bytes()].to_vec()).expect("slice");
+            drop(full);
+            g.bench_function(BenchmarkId::new(format!("{qt}/int8"), &shape), |b| {
+                b.iter(|| qmatmul_int8(&x, &w, &mut out).expect("int8"))
+            });
+            g.bench_function(BenchmarkId::new(format!("{qt}/dequant"), &shape), |b| {
+                b.iter(|| qmatmul_dequant(&x, &w, &mut out).expect("dequant"))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_gemv, bench_prefill);
 criterion_main!(benches);

@@ -5,7 +5,7 @@
 
 use crate::ops::gemm::{WeightRef, GEMV_MAX_ROWS};
 use crate::ops::matmul_xwt_slow;
-use crate::ops::quant::{qgemv_batch, qmatmul_dequant, qmatmul_xwt, qmatmul_xwt_slow, QGemvJob, QType, QWeight, DEQUANT_MIN_ROWS};
+use crate::ops::quant::{qgemv_batch, qmatmul_int8, qmatmul_xwt, qmatmul_xwt_slow, QGemvJob, QType, QWeight, DEQUANT_MIN_ROWS};
 use crate::tensor::Tensor;
 use crate::weights::Weights;
 use crate::{Error, Result};
@@ -126,8 +126,9 @@ impl Linear {
     /// `x`: `[t, in]` → `[t, out]`. Dense weights take [`crate::ops::gemm::matmul`] (packed GEMM,
     /// or the streaming GEMV for `t ≤ 4`); quantised ones [`qmatmul_xwt`] ([`qgemv_batch`] for
     /// `t ≤ 4`: same numbers, reused buffers), and from [`DEQUANT_MIN_ROWS`] rows on
-    /// [`qmatmul_dequant`] (f32 activations against the dequantised weight: the slow twin for
-    /// every row count is [`qmatmul_xwt_slow`]: `deq(W)` against f32 activations in f64).
+    /// [`qmatmul_int8`] (the integer GEMM: the same quantised activations and integers as the
+    /// block dots; the dequantised f32 panels on CPUs without AVX-512 VNNI). The slow twin for
+    /// every row count is [`qmatmul_xwt_slow`]: `deq(W)` against f32 activations in f64.
     /// Errors: [`Error::ShapeMismatch`] when `x` is not a whole number of rows.
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
         let (out, inp) = self.weight.dims()?;
@@ -138,8 +139,8 @@ impl Linear {
             LinearWeight::Quant(q) if x.len() <= GEMV_MAX_ROWS * inp => {
                 qgemv_batch(&[QGemvJob::new(q, x, x.len() / inp.max(1), &mut y)])?
             }
-            // Prefill: dequantised panels through the packed GEMM (ops/quant/panel.rs).
-            LinearWeight::Quant(q) if x.len() >= DEQUANT_MIN_ROWS * inp => qmatmul_dequant(x, q, &mut y)?,
+            // Prefill: the integer GEMM (ops/quant/igemm.rs).
+            LinearWeight::Quant(q) if x.len() >= DEQUANT_MIN_ROWS * inp => qmatmul_int8(x, q, &mut y)?,
             LinearWeight::Quant(q) => qmatmul_xwt(x, q, &mut y)?,
         }
         add_bias(&mut y, self.bias.as_deref());

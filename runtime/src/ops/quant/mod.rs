@@ -7,7 +7,10 @@
 //! - [`QWeight`] + [`qmatmul_xwt`]: a quantised `[n, k]` weight matrix and `y = x·Wᵀ` over it, the
 //!   activation rows quantised per block first (as llama.cpp's `ggml_compute_forward_mul_mat`
 //!   does with `vec_dot_type`); [`qgemv_batch`]: many such products (decode: every active
-//!   expert) in one parallel pass.
+//!   expert) in one parallel pass;
+//! - [`igemm`]: prefill as an integer GEMM (`vpdpbusd` register tiles over unpacked weight panels
+//!   and interleaved quantised activations), [`qmatmul_int8`]; `panel.rs`: the dequantised f32
+//!   fallback for CPUs without AVX-512 VNNI.
 //!
 //! Goldens: `tests/reference/make_quant_reference.py` runs ggml's own quantize / dequantize /
 //! vec_dot; `tests/quant_reference.rs` checks these against them.
@@ -15,6 +18,9 @@
 mod batch;
 pub mod blocks;
 pub mod dot;
+pub mod igemm;
+#[cfg(target_arch = "x86_64")]
+mod igemm_x86;
 mod matmul;
 mod panel;
 mod search;
@@ -35,6 +41,7 @@ pub use blocks::{
 pub use dot::{dot_q4_k_q8_k_scalar, dot_q6_k_q8_k_scalar, dot_q8_0_q8_0_scalar, Path, Q8_0_SUM_ULPS};
 pub use batch::{qgemv_batch, qgemv_batch_on, QGemvJob};
 pub use matmul::{qmatmul_xwt, qmatmul_xwt_on, qmatmul_xwt_slow, qmatmul_xwt_with, QScratch};
+pub use igemm::{qmatmul_int8, qmatmul_int8_on, IKernel};
 pub use panel::{qmatmul_dequant, DEQUANT_MIN_ROWS, PANEL_ROWS};
 
 use crate::gguf::Gguf;
