@@ -112,12 +112,12 @@ fn bench_gemv(c: &mut Criterion) {
 /// Prefill (many activation rows): the integer GEMM (`qmatmul_int8`, VNNI) against the
 /// dequantised-panel f32 GEMM (`qmatmul_dequant`, its predecessor and the fallback) and the bf16
 /// packed GEMM on the same shape, all in this run; throughput in multiply-adds (`t·n·k`).
-/// Shapes: one expert's gate projection at pp512 with 64 experts top-6 (48 rows), and a
-/// hidden × hidden projection over 512 rows.
+/// Shapes: one expert's gate projection at 8 rows and at pp512 with 64 experts top-6 (48 rows),
+/// and a hidden × hidden projection over 512 rows.
 fn bench_prefill(c: &mut Criterion) {
     let mut g = c.benchmark_group("prefill");
     g.sample_size(10);
-    for &(t, n) in &[(48usize, I), (512, H)] {
+    for &(t, n) in &[(8usize, I), (48, I), (512, H)] {
         let x: Vec<f32> = xorshift_bytes(t * H, 9).iter().map(|&b| b as f32 / 128.0 - 1.0).collect();
         let mut out = vec![0.0f32; t * n];
         g.throughput(Throughput::Elements((t * n * H) as u64));
@@ -138,6 +138,13 @@ fn bench_prefill(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new(format!("{qt}/dequant"), &shape), |b| {
                 b.iter(|| qmatmul_dequant(&x, &w, &mut out).expect("dequant"))
             });
+            if t <= 48 {
+                // The block dots (decode's kernels) that took 5..15 rows before.
+                let mut scratch = QScratch::default();
+                g.bench_function(BenchmarkId::new(format!("{qt}/dots"), &shape), |b| {
+                    b.iter(|| qmatmul_xwt_on(Path::detect(), &x, &w, &mut out, &mut scratch).expect("dots"))
+                });
+            }
         }
     }
     g.finish();

@@ -5,7 +5,7 @@
 
 use crate::ops::gemm::{WeightRef, GEMV_MAX_ROWS};
 use crate::ops::matmul_xwt_slow;
-use crate::ops::quant::{qgemv_batch, qmatmul_int8, qmatmul_xwt, qmatmul_xwt_slow, QGemvJob, QType, QWeight, DEQUANT_MIN_ROWS};
+use crate::ops::quant::{qgemv_batch, qmatmul_int8, qmatmul_xwt_slow, QGemvJob, QType, QWeight};
 use crate::tensor::Tensor;
 use crate::weights::Weights;
 use crate::{Error, Result};
@@ -16,7 +16,7 @@ pub enum LinearWeight {
     /// f32 / bf16 / f16 (upcast to f32 inside the GEMM): the checkpoint's own tensor.
     Dense(Tensor),
     /// A ggml block format (weight-only quantisation, `ops/quant/`): `x` stays f32 and is
-    /// quantised to Q8 per row inside [`qmatmul_xwt`].
+    /// quantised to Q8 per row inside [`crate::ops::quant::qmatmul_xwt`].
     Quant(QWeight),
 }
 
@@ -124,11 +124,11 @@ impl Linear {
     }
 
     /// `x`: `[t, in]` → `[t, out]`. Dense weights take [`crate::ops::gemm::matmul`] (packed GEMM,
-    /// or the streaming GEMV for `t ≤ 4`); quantised ones [`qmatmul_xwt`] ([`qgemv_batch`] for
-    /// `t ≤ 4`: same numbers, reused buffers), and from [`DEQUANT_MIN_ROWS`] rows on
-    /// [`qmatmul_int8`] (the integer GEMM: the same quantised activations and integers as the
-    /// block dots; the dequantised f32 panels on CPUs without AVX-512 VNNI). The slow twin for
-    /// every row count is [`qmatmul_xwt_slow`]: `deq(W)` against f32 activations in f64.
+    /// or the streaming GEMV for `t ≤ 4`); quantised ones [`crate::ops::quant::qmatmul_xwt`] ([`qgemv_batch`] for
+    /// `t ≤ 4`: same numbers, reused buffers), above that [`qmatmul_int8`] (the integer GEMM:
+    /// the same quantised activations and integers as the block dots; on CPUs without AVX-512
+    /// VNNI the dequantised f32 panels or the block dots). The slow twin for every row count is
+    /// [`qmatmul_xwt_slow`]: `deq(W)` against f32 activations in f64.
     /// Errors: [`Error::ShapeMismatch`] when `x` is not a whole number of rows.
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
         let (out, inp) = self.weight.dims()?;
@@ -139,9 +139,8 @@ impl Linear {
             LinearWeight::Quant(q) if x.len() <= GEMV_MAX_ROWS * inp => {
                 qgemv_batch(&[QGemvJob::new(q, x, x.len() / inp.max(1), &mut y)])?
             }
-            // Prefill: the integer GEMM (ops/quant/igemm.rs).
-            LinearWeight::Quant(q) if x.len() >= DEQUANT_MIN_ROWS * inp => qmatmul_int8(x, q, &mut y)?,
-            LinearWeight::Quant(q) => qmatmul_xwt(x, q, &mut y)?,
+            // Prefill: the integer GEMM (ops/quant/igemm.rs; it picks the fallbacks).
+            LinearWeight::Quant(q) => qmatmul_int8(x, q, &mut y)?,
         }
         add_bias(&mut y, self.bias.as_deref());
         Ok(y)

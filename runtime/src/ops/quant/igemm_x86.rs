@@ -217,3 +217,82 @@ pub(crate) unsafe fn unpack_q6_k(src: &[u8], wq: &mut [i8], ws: &mut [f32], wm: 
         }
     }
 }
+
+// ------------------------------------------------------------------------------ activations
+
+/// SIMD twin of ggml's `quantize_row_q8_K_ref` for the GEMM: per 256-block the element of largest
+/// |x| (the first one on ties, as the reference's strict `>`) gives `iscale = −127/max`, quants
+/// `min(127, nearest(iscale·x))` (`vcvtps2dq` rounds half to even, as `nearest_int`'s magic-number
+/// add does for these magnitudes), `d = 1/iscale`, and `per` equal sub-blocks get the block's `d`
+/// and their quant sums. `q`: `[k]`, `d`, `s`: `[k/256 · per]`.
+///
+/// # Safety
+/// avx512f + avx512bw present; `row.len()` a multiple of 256, outputs sized as above.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn quantize_q8_k(row: &[f32], per: usize, q: &mut [i8], d: &mut [f32], s: &mut [i32]) {
+    let sub = 256 / per;
+    for (blk, xb) in row.chunks_exact(256).enumerate() {
+        let p = xb.as_ptr();
+        let mut amax = _mm512_setzero_ps();
+        for i in 0..16 {
+            amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(p.add(16 * i))));
+        }
+        let amax = _mm512_reduce_max_ps(amax);
+        if amax == 0.0 {
+            q[blk * 256..(blk + 1) * 256].fill(0);
+            d[blk * per..(blk + 1) * per].fill(0.0);
+            s[blk * per..(blk + 1) * per].fill(0);
+            continue;
+        }
+        let first = xb.iter().position(|v| v.abs() == amax).unwrap_or(0);
+        let iscale = -127.0 / xb[first];
+        let vs = _mm512_set1_ps(iscale);
+        let top = _mm512_set1_epi32(127);
+        for i in 0..16 {
+            let v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(p.add(16 * i)), vs));
+            let v = _mm512_min_epi32(v, top);
+            _mm_storeu_si128(q.as_mut_ptr().add(blk * 256 + 16 * i) as *mut __m128i, _mm512_cvtepi32_epi8(v));
+        }
+        let dv = 1.0 / iscale;
+        for j in 0..per {
+            d[blk * per + j] = dv;
+            s[blk * per + j] = q[blk * 256 + j * sub..blk * 256 + (j + 1) * sub].iter().map(|&v| v as i32).sum();
+        }
+    }
+}
+
+/// SIMD twin of ggml's `quantize_row_q8_0_ref` for the GEMM: per 32-block `d = amax/127`
+/// (rounded to f16 as stored, which is what the dot products use), quants `round(x · 1/d)` with
+/// C's `roundf` (half away from zero), and the block's quant sum. `q`: `[k]`, `d`, `s`: `[k/32]`.
+///
+/// # Safety
+/// avx512f + avx512bw + f16c present; `row.len()` a multiple of 32, outputs sized as above.
+#[target_feature(enable = "avx512f,avx512bw,f16c")]
+pub(crate) unsafe fn quantize_q8_0(row: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32]) {
+    let half = _mm512_set1_ps(0.5);
+    let sign = _mm512_set1_epi32(i32::MIN);
+    for (b, xb) in row.chunks_exact(32).enumerate() {
+        let p = xb.as_ptr();
+        let (x0, x1) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+        let dd = amax / 127.0;
+        let id = if dd != 0.0 { 1.0 / dd } else { 0.0 };
+        let vid = _mm512_set1_ps(id);
+        let mut sum = 0i32;
+        for (h, x) in [x0, x1].into_iter().enumerate() {
+            // roundf(y) = trunc(y + copysign(0.5, y)) is off by one where y + 0.5 rounds up
+            // (y = 0.49999997); instead: t = trunc(y), then step away from zero when |y − t| ≥ ½.
+            let y = _mm512_mul_ps(x, vid);
+            let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+            let frac = _mm512_abs_ps(_mm512_sub_ps(y, t));
+            let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, half);
+            let one = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(_mm512_set1_ps(1.0)), _mm512_and_si512(_mm512_castps_si512(y), sign)));
+            let r = _mm512_mask_add_ps(t, up, t, one);
+            let v = _mm512_cvttps_epi32(r);
+            sum += _mm512_reduce_add_epi32(v);
+            _mm_storeu_si128(q.as_mut_ptr().add(32 * b + 16 * h) as *mut __m128i, _mm512_cvtepi32_epi8(v));
+        }
+        d[b] = half::f16::from_f32(dd).to_f32();
+        s[b] = sum;
+    }
+}
