@@ -100,6 +100,11 @@ fn silu_mul_fast_equals_slow() {
     silu_mul(&g, &u, &mut a);
     silu_mul_slow(&g, &u, &mut b);
     assert!(max_rel(&a, &b) < 1e-6);
+    // In place: the very same f32 numbers as the out-of-place op.
+    let mut c = g.clone();
+    silu_mul_in_place(&mut c, &u);
+    assert_eq!(c, a);
+    assert_ne!(c, g, "the gate was overwritten");
 }
 
 #[test]
