@@ -13,7 +13,7 @@ APT_PACKAGES ?= pkg-config g++ libturbojpeg0-dev libavcodec-dev libavformat-dev 
 	libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev clang libclang-dev
 FEATURES ?= --all-features
 
-.PHONY: test demo bench bench-llama fuzz deps build clippy
+.PHONY: test demo bench bench-llama bench-caption fuzz deps build clippy
 
 ## Install system packages that are missing (only calls apt when something is).
 deps:
@@ -96,6 +96,7 @@ bench: build
 	@test -d $(GEN_BENCH_SMALL) || [ "$(GEN_BENCH_SMALL)" = tiny ] || $(ERNIE) generate --prompt "a fox" --output $$(mktemp -d)/fox.png
 	scripts/bench-generation.sh $(CARGO_TARGET_DIR)/release/ernie 3 $(GEN_BENCH_SMALL) $(GEN_BENCH_MODEL)
 	$(MAKE) bench-llama
+	$(MAKE) bench-caption
 
 # ernie vs llama.cpp, same run (issue #13): needs a llama.cpp build (llama-bench, llama-quantize)
 # and its sources (convert_hf_to_gguf.py); skipped when LLAMA_BIN has no llama-bench. The GGUF
@@ -110,6 +111,16 @@ bench-llama:
 	  $(LLAMA_VENV)/bin/pip install -q -r $(LLAMA_SRC)/requirements/requirements-convert_hf_to_gguf.txt); \
 	BENCH_MODEL=$(BENCH_MODEL) BENCH_PYTHON=$(LLAMA_VENV)/bin/python LLAMA_BIN=$(LLAMA_BIN) LLAMA_SRC=$(LLAMA_SRC) \
 	  scripts/bench-llama.sh $(CARGO_TARGET_DIR)/release/ernie $(BENCH_ROUNDS)
+
+# ernie caption vs transformers, same run (issue #13): time to the first caption token of a 512×512
+# image on the 4-layer ERNIE-4.5-VL-28B-A3B-shaped checkpoint (≈ 8.6 GB, written to VL_BENCH_MODEL
+# when missing); REF_PYTHON needs torch + transformers (tests/reference/requirements.txt). Each
+# engine loads the whole checkpoint, so they run one after the other.
+VL_BENCH_MODEL ?= $(HOME)/.cache/ernie-bench-vl-28b-a3b-4layer
+REF_PYTHON ?= /work/refenv/bin/python
+bench-caption: build
+	@if ! $(REF_PYTHON) -c "import torch, transformers" 2>/dev/null; then echo "bench-caption: $(REF_PYTHON) has no torch + transformers (set REF_PYTHON): skipped"; exit 0; fi; \
+	VL_BENCH_MODEL=$(VL_BENCH_MODEL) BENCH_PYTHON=$(REF_PYTHON) scripts/bench-caption.sh $(CARGO_TARGET_DIR)/release/ernie $(BENCH_ROUNDS)
 
 clippy:
 	$(CARGO) clippy --workspace $(FEATURES) --all-targets

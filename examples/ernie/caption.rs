@@ -126,7 +126,10 @@ pub fn run(args: Args) -> Result<()> {
     progress.decoding(args.sampling.max_tokens as u64);
     let streaming = args.format == Format::Text;
     let mut stdout = std::io::stdout().lock();
+    // Load start → the first token sampled (JSON `timings`; scripts/bench-caption.sh).
+    let mut first_token_secs = None;
     while let Some(step) = gen.step()? {
+        first_token_secs.get_or_insert_with(|| t0.elapsed().as_secs_f64());
         progress.inc();
         if streaming && !step.text.is_empty() {
             // A closed pipe is not worth aborting generation for.
@@ -140,7 +143,12 @@ pub fn run(args: Args) -> Result<()> {
     let _ = if streaming {
         writeln!(stdout)
     } else {
-        writeln!(stdout, "{}", serde_json::json!({ "token_ids": out.token_ids, "text": out.text }))
+        // Seconds; `prefill_secs` covers the vision tower and the decoder prefill.
+        let timings = serde_json::json!({
+            "load_secs": load_secs, "preprocess_secs": prep_secs, "prefill_secs": out.prefill_secs,
+            "decode_secs": out.decode_secs, "first_token_secs": first_token_secs,
+        });
+        writeln!(stdout, "{}", serde_json::json!({ "token_ids": out.token_ids, "text": out.text, "prompt_tokens": out.prompt_tokens, "timings": timings }))
     };
 
     if let Some((json_path, png_path)) = &stats_paths {

@@ -3,7 +3,7 @@
 
 use super::linear::{add_bias, load_bias as bias, Linear};
 use crate::ops::gemm::{gemv_batch, GemvJob, Kernel, Precision, GEMV_MAX_ROWS};
-use crate::ops::{silu_mul, silu_mul_slow};
+use crate::ops::{silu_mul_in_place, silu_mul_slow};
 use crate::weights::Weights;
 use crate::Result;
 
@@ -56,7 +56,7 @@ impl SwiGlu {
     /// one [`gemv_batch`] pass.
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
         let t = x.len() / self.hidden.max(1);
-        let (g, u) = match (self.gate.dense_ref(), self.up.dense_ref()) {
+        let (mut g, u) = match (self.gate.dense_ref(), self.up.dense_ref()) {
             (Some(wg), Some(wu)) if t <= GEMV_MAX_ROWS && t * self.hidden == x.len() => {
                 let (i, h) = (self.inter, self.hidden);
                 let mut g = vec![0.0f32; t * i]; // [t, i]
@@ -69,9 +69,11 @@ impl SwiGlu {
             }
             _ => (self.gate.forward(x)?, self.up.forward(x)?), // [t, i] each
         };
-        let mut a = vec![0.0f32; g.len()]; // [t, i]
-        silu_mul(&g, &u, &mut a);
-        self.down.forward(&a) // [t, h]
+        // The activation overwrites `g` and `u` goes before the down projection: at a prefill's
+        // peak (the dense FFN's down projection) two `[t, i]` buffers fewer are live.
+        silu_mul_in_place(&mut g, &u); // [t, i]
+        drop(u);
+        self.down.forward(&g) // [t, h]
     }
 
     /// Slow twin of [`SwiGlu::forward`] (slow matmuls and activation).

@@ -13,6 +13,16 @@ pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
+/// [`silu_mul`] written over `gate` (`gate[i] = silu(gate[i]) * up[i]`, the same f32 numbers):
+/// SwiGLU then needs no third `[t, i]` buffer, and `up` can be freed before the down projection
+/// (for a 512-token prefill at intermediate 12288 each such buffer is 25 MB). Slow twin:
+/// [`silu_mul_slow`].
+pub fn silu_mul_in_place(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = silu(*g) * u;
+    }
+}
+
 /// Slow twin of [`silu_mul`], from the definition in f64.
 pub fn silu_mul_slow(gate: &[f32], up: &[f32], out: &mut [f32]) {
     for i in 0..out.len() {

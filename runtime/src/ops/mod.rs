@@ -14,7 +14,7 @@ pub mod conv2d;
 pub mod group_norm;
 pub mod resample;
 
-pub use activation::{erf, gelu_erf_in_place, quick_gelu_in_place, silu, silu_mul, silu_mul_slow, softmax_in_place};
+pub use activation::{erf, gelu_erf_in_place, quick_gelu_in_place, silu, silu_mul, silu_mul_in_place, silu_mul_slow, softmax_in_place};
 pub use matmul::{dot, matmul_xwt, matmul_xwt_slow};
 pub use norm::{layer_norm, layer_norm_slow, rms_norm, rms_norm_slow};
 pub use resample_bilinear::{area_pool_1x1, resample_bilinear, resample_bilinear_slow};

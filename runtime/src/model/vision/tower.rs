@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use crate::config::VisionConfig;
 use crate::nn::linear::Linear;
 use crate::nn::norm::LayerNorm;
+use crate::ops::gemm::{gemm, Kernel, Precision, WeightRef};
 use crate::ops::{quick_gelu_in_place, rope_vision, softmax_in_place};
 use crate::weights::Weights;
 use crate::{Error, Result};
@@ -118,7 +119,7 @@ impl VisionTower {
         }
         rope_vision(&mut q, nh, hd, rc, self.cfg.rope_theta);
         rope_vision(&mut k, nh, hd, rc, self.cfg.rope_theta);
-        let attn = frame_attention(&q, &k, &v, nh, hd, frame_len); // [n, d]
+        let attn = frame_attention(&q, &k, &v, nh, hd, frame_len)?; // [n, d]
         let y = b.proj.forward(&attn)?; // [n, d]
         x.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
         let mut hmid = b.fc1.forward(&b.norm2.forward(x))?; // [n, i]
@@ -151,27 +152,46 @@ pub fn patch_rows_cols(grid_thw: [usize; 3], m: usize) -> Vec<[u32; 2]> {
 /// Bidirectional softmax attention restricted to consecutive runs of `frame_len` rows (one
 /// frame each; transformers' `cu_seqlens`), scale `hd^-0.5`, f32. `q`, `k`, `v`: `[n, heads, hd]`
 /// → `[n, heads·hd]`. Slow twin: [`frame_attention_slow`].
-pub fn frame_attention(q: &[f32], k: &[f32], v: &[f32], nh: usize, hd: usize, frame_len: usize) -> Vec<f32> {
+///
+/// Per frame and head two packed GEMMs (`ops::gemm`): scores `S = Q·Kᵀ` `[m, m]`, softmax of
+/// `S·scale` row by row, then `S·V` (as `S·(Vᵀ)ᵀ`). A 512×512 image is one frame of 1296
+/// patches, so the 32 blocks × 16 heads of score and value products (≈ 140 GFLOP) were most
+/// of a caption's prefill when each row ran its own dot products.
+///
+/// Errors: those of [`gemm`] (none for consistent lengths).
+pub fn frame_attention(q: &[f32], k: &[f32], v: &[f32], nh: usize, hd: usize, frame_len: usize) -> Result<Vec<f32>> {
     let d = nh * hd;
+    let n = q.len() / d.max(1);
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut out = vec![0.0f32; q.len()];
-    out.par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores: &mut Vec<f32>, (idx, o)| {
-        let (i, head) = (idx / nh, idx % nh);
-        let start = i / frame_len * frame_len;
-        let qv = &q[i * d + head * hd..i * d + (head + 1) * hd];
-        scores.clear();
-        scores.extend((start..start + frame_len).map(|j| {
-            let kv = &k[j * d + head * hd..j * d + (head + 1) * hd];
-            qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() * scale
-        }));
-        softmax_in_place(scores);
-        for (jj, &s) in scores.iter().enumerate() {
-            let j = start + jj;
-            let vv = &v[j * d + head * hd..j * d + (head + 1) * hd];
-            o.iter_mut().zip(vv).for_each(|(a, b)| *a += s * b);
+    let kernel = Kernel::detect(Precision::Exact);
+    let mut out = vec![0.0f32; q.len()]; // [n, heads·hd]
+    let f = frame_len.clamp(1, n.max(1));
+    let (mut qh, mut kh, mut vt) = (vec![0.0f32; f * hd], vec![0.0f32; f * hd], vec![0.0f32; hd * f]);
+    let (mut sc, mut oh) = (vec![0.0f32; f * f], vec![0.0f32; f * hd]);
+    for f0 in (0..n).step_by(f) {
+        let m = f.min(n - f0);
+        for head in 0..nh {
+            let col = |i: usize| (f0 + i) * d + head * hd..(f0 + i) * d + (head + 1) * hd;
+            for i in 0..m {
+                qh[i * hd..(i + 1) * hd].copy_from_slice(&q[col(i)]); // [m, hd]
+                kh[i * hd..(i + 1) * hd].copy_from_slice(&k[col(i)]); // [m, hd]
+                for (c, &x) in v[col(i)].iter().enumerate() {
+                    vt[c * m + i] = x; // [hd, m]
+                }
+            }
+            let s = &mut sc[..m * m]; // [m, m]
+            gemm(&qh[..m * hd], WeightRef::F32(&kh[..m * hd]), m, m, hd, s, kernel)?;
+            s.par_chunks_mut(m).for_each(|row| {
+                row.iter_mut().for_each(|x| *x *= scale);
+                softmax_in_place(row);
+            });
+            gemm(s, WeightRef::F32(&vt[..hd * m]), m, hd, m, &mut oh[..m * hd], kernel)?; // [m, hd]
+            for i in 0..m {
+                out[col(i)].copy_from_slice(&oh[i * hd..(i + 1) * hd]);
+            }
         }
-    });
-    out
+    }
+    Ok(out)
 }
 
 /// Slow twin of [`frame_attention`]: per frame, per head, the full score matrix in f64 with an
