@@ -95,9 +95,10 @@ pub enum Kernel {
 }
 
 /// Whether the activations may be rounded to bf16 (the faster `vdpbf16ps` kernel).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
     /// f32 activations, f32 accumulation: the default.
+    #[default]
     Exact,
     /// Round `x` to bf16 before the product where the CPU has `avx512_bf16`.
     Bf16Activations,
@@ -156,13 +157,20 @@ pub fn gemm_f16(x: &[f32], w: &[half::f16], m: usize, n: usize, k: usize, out: &
 ///
 /// Errors: a non-2-D `w`, or slice lengths that disagree with it ([`Error::ShapeMismatch`]).
 pub fn matmul(x: &[f32], w: &crate::Tensor, out: &mut [f32]) -> Result<()> {
+    matmul_with(x, w, out, Precision::Exact)
+}
+
+/// [`matmul`] at `precision`: with [`Precision::Bf16Activations`] the GEMM (more than
+/// [`GEMV_MAX_ROWS`] rows, bf16 weights) runs [`Kernel::detect`]'s `vdpbf16ps` kernel where the CPU
+/// has it (error bound in the module doc); the GEMV (decode) stays exact, as do f16 / f32 weights.
+/// Shapes and errors as [`matmul`].
+pub fn matmul_with(x: &[f32], w: &crate::Tensor, out: &mut [f32], precision: Precision) -> Result<()> {
     let (n, k) = w.dims2()?;
     let m = if k == 0 { out.len() / n.max(1) } else { x.len() / k };
-    let kern = Kernel::detect(Precision::Exact);
     if m <= GEMV_MAX_ROWS {
-        gemv(x, WeightRef::of(w), m, n, k, out, kern)
+        gemv(x, WeightRef::of(w), m, n, k, out, Kernel::detect(Precision::Exact))
     } else {
-        gemm(x, WeightRef::of(w), m, n, k, out, kern)
+        gemm(x, WeightRef::of(w), m, n, k, out, Kernel::detect(precision))
     }
 }
 
