@@ -216,7 +216,8 @@ pub fn gemm(x: &[f32], w: WeightRef<'_>, m: usize, n: usize, k: usize, out: &mut
             WeightRef::Bf16(wb) => {
                 let k2 = k.div_ceil(2);
                 let geo = Geo { mr: avx512::MR, nr: avx512::NR, depth: k2, kc: KC };
-                let pa = |rows: std::ops::Range<usize>, dst: &mut [u32]| pack::pack_a_bf16_pairs(x, k, rows, avx512::MR, dst);
+                // SAFETY: avx512f + avx512bf16 were detected; dst is k2 × MR words.
+                let pa = |rows: std::ops::Range<usize>, dst: &mut [u32]| unsafe { pack512::pack_a_bf16_pairs_avx512(x, k, rows, avx512::MR, dst) };
                 // SAFETY: avx512f was detected; NC is a multiple of NR = 32; dst is NC × kc words.
                 let pb = |n0: usize, kb: usize, kc: usize, dst: &mut [u32]| unsafe { pack512::pack_b_bf16_pairs_nr32(wb, n, k, n0, NC, kb, kc, dst) };
                 // SAFETY: avx512f + avx512bf16 were detected (`is_available`).

@@ -136,9 +136,47 @@ pub(super) unsafe fn pack_b_bf16_pairs_nr32(w: &[u16], n: usize, k: usize, n0: u
     }
 }
 
+/// [`super::pack::pack_a_bf16_pairs`] with `vcvtne2ps2bf16`: 32 activations of a row rounded to
+/// bf16 (round-to-nearest-even) per instruction, 16 pair words stored to the row's column of the
+/// `[k2][mr]` panel. The instruction flushes f32 subnormals to 0 where the scalar twin keeps them
+/// as bf16 subnormals; `vdpbf16ps` reads bf16 subnormals as 0, so the products are the same.
+///
+/// # Safety
+/// avx512f + avx512bf16 present; `x` is `[m, k]` with `rows` inside it; `dst` holds `k2 · mr` words.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub(super) unsafe fn pack_a_bf16_pairs_avx512(x: &[f32], k: usize, rows: std::ops::Range<usize>, mr: usize, dst: &mut [u32]) {
+    let k2 = k.div_ceil(2);
+    let chunks = k / 32; // whole 16-pair chunks
+    let nrows = rows.len();
+    let mut tmp = [0u32; 16];
+    for (i, r) in rows.enumerate() {
+        let src = &x[r * k..(r + 1) * k];
+        for c in 0..chunks {
+            let lo = _mm512_loadu_ps(src.as_ptr().add(32 * c));
+            let hi = _mm512_loadu_ps(src.as_ptr().add(32 * c + 16));
+            // Word t = bf16(src[32c + 2t]) | bf16(src[32c + 2t + 1]) << 16 (lo fills words 0..8).
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(tmp.as_mut_ptr() as *mut _, v);
+            for (t, &w) in tmp.iter().enumerate() {
+                dst[(16 * c + t) * mr + i] = w;
+            }
+        }
+        for kp in 16 * chunks..k2 {
+            let lo = super::pack::f32_to_bf16_rne(src[2 * kp]) as u32;
+            let hi = if 2 * kp + 1 < k { super::pack::f32_to_bf16_rne(src[2 * kp + 1]) as u32 } else { 0 };
+            dst[kp * mr + i] = lo | hi << 16;
+        }
+    }
+    for i in nrows..mr {
+        for kp in 0..k2 {
+            dst[kp * mr + i] = 0;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::pack::{pack_b_bf16_pairs, pack_b_f32};
+    use super::super::pack::{pack_a_bf16_pairs, pack_b_bf16_pairs, pack_b_f32};
     use super::super::{Kernel, WeightRef};
     use super::*;
 
@@ -179,6 +217,28 @@ mod tests {
             // SAFETY: as above.
             unsafe { pack_b_bf16_pairs_nr32(&b, n, k, n0, nc, kb2, kc2, &mut got) };
             assert_eq!(want, got, "pair pack n{n} k{k} n0{n0} kb{kb2} kc{kc2}");
+        }
+    }
+
+    #[test]
+    fn vector_a_pair_pack_equals_the_scalar_pack() {
+        if !Kernel::Avx512Bf16Dot.is_available() {
+            return;
+        }
+        // Normal values only (the two differ on f32 subnormals, which vdpbf16ps reads as 0), plus
+        // exact halfway cases for round-to-nearest-even, ±0 and a NaN.
+        for (m, k, rows) in [(5usize, 70usize, 1..4), (12, 2560, 0..12), (3, 31, 0..3), (2, 97, 1..2)] {
+            let mut x: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 2001) as f32 - 1000.0) * 0.37e-3).collect();
+            x[0] = f32::from_bits(0x3F80_8000); // 1 + 2⁻⁸: ties to even (down)
+            x[1] = f32::from_bits(0x3F81_8000); // ties to even (up)
+            x[2] = -0.0;
+            x[m * k - 1] = f32::NAN;
+            let mr = 12;
+            let (mut want, mut got) = (vec![7u32; k.div_ceil(2) * mr], vec![9u32; k.div_ceil(2) * mr]);
+            pack_a_bf16_pairs(&x, k, rows.clone(), mr, &mut want);
+            // SAFETY: avx512f + avx512bf16 checked above; sizes as documented.
+            unsafe { pack_a_bf16_pairs_avx512(&x, k, rows.clone(), mr, &mut got) };
+            assert_eq!(want, got, "m{m} k{k} rows {rows:?}");
         }
     }
 }
