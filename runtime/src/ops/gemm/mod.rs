@@ -6,7 +6,12 @@
 //!   and every `[NC, KC]` weight block is packed (transposed, upcast to f32) into `NR`-column
 //!   micro-panels by the rayon task that owns those `NC` columns; an `MR × NR` register-tile
 //!   micro-kernel (the GotoBLAS / BLIS scheme) then runs over them. The packed tiles are
-//!   zero-padded, so every shape takes the same kernel; only the final stores are masked.
+//!   zero-padded, so every shape takes the same kernel; only the final stores are masked. With
+//!   AVX-512 the B blocks are packed by register transposes (`pack512.rs`, 16 rows × 16 depth
+//!   steps per transpose; the scalar `pack.rs` is their twin): the MoE experts' GEMMs have ~48
+//!   rows (pp512, 64 experts top-6), so each packed weight is used by only 4 register tiles and
+//!   the scalar pack cost as much as the kernel (issue #13 profile: 41 % pack, 37 % kernel).
+//!   The packed-A buffer is reused across calls on the calling thread.
 //! - [`gemv`], [`gemv_pair`], [`gemv_experts`] (decode, m ≤ [`GEMV_MAX_ROWS`]): each weight row is
 //!   streamed once for all rows of `x`, upcast in registers; see `gemv.rs`.
 //!
