@@ -105,8 +105,9 @@ fn mem_total_bytes() -> Option<u64> {
 #[derive(clap::Args, Clone, Copy)]
 pub struct Kernels {
     /// Round the activations of bf16-weight prefill GEMMs to bf16 (`vdpbf16ps` on AVX-512 BF16
-    /// CPUs: faster prefill, per-product error ≤ 2⁻⁸ relative; decode and quantised weights stay
-    /// exact). Off by default.
+    /// CPUs; per-product error ≤ 2⁻⁸ relative; decode and quantised weights stay exact). Faster
+    /// only where `vdpbf16ps` runs at full rate (on Intel Xeons without AMX it is slower: see
+    /// `ernie bench`). Off by default.
     #[arg(long)]
     pub bf16_activations: bool,
 }

@@ -99,7 +99,14 @@ pub enum Kernel {
     Avx512Bf16Dot,
 }
 
-/// Whether the activations may be rounded to bf16 (the faster `vdpbf16ps` kernel).
+/// Whether the activations may be rounded to bf16 (the `vdpbf16ps` kernel).
+///
+/// Not faster everywhere: on the Xeon of issue #13 (AVX-512 BF16, no usable AMX) one `vdpbf16ps`
+/// zmm retires at a quarter of the `vfmadd` rate (measured 0.7 vs 2.9 G instructions/s, 24
+/// independent chains), so its two k-steps per instruction make the tile half as fast as the exact
+/// f32 kernel, and `ernie bench -p 512 --bf16-activations` was slower (medians 38–44 vs 52–64
+/// tok/s, same run, loaded machine). It pays only on CPUs where `vdpbf16ps` issues at the FMA
+/// rate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
     /// f32 activations, f32 accumulation: the default.
