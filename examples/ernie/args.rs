@@ -1,4 +1,4 @@
-//! Argument groups shared by the generating subcommands (`generate`, `caption`).
+//! Argument groups shared by the subcommands (`generate`, `caption`, `bench`, `serve`).
 
 use ernie_runtime::{GenerateRequest, SamplingParams};
 
@@ -97,4 +97,34 @@ fn mem_total_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+/// `--bf16-activations`: the CPU prefill GEMMs of bf16 weights round their activations to bf16
+/// (`vdpbf16ps`, AVX-512 BF16 CPUs; elsewhere the exact kernel runs). Shared by `generate`,
+/// `caption`, `bench` and `serve`.
+#[derive(clap::Args, Clone, Copy)]
+pub struct Kernels {
+    /// Round the activations of bf16-weight prefill GEMMs to bf16 (`vdpbf16ps` on AVX-512 BF16
+    /// CPUs; per-product error ≤ 2⁻⁸ relative; decode and quantised weights stay exact). Faster
+    /// only where `vdpbf16ps` runs at full rate (on Intel Xeons without AMX it is slower: see
+    /// `ernie bench`). Off by default.
+    #[arg(long)]
+    pub bf16_activations: bool,
+}
+
+impl Kernels {
+    /// The precision the flag asks for.
+    pub fn precision(self) -> ernie_runtime::ops::gemm::Precision {
+        use ernie_runtime::ops::gemm::Precision;
+        if self.bf16_activations {
+            Precision::Bf16Activations
+        } else {
+            Precision::Exact
+        }
+    }
+
+    /// Sets `engine`'s GEMM precision; returns the kernel its prefill GEMMs now run.
+    pub fn apply(self, engine: &mut ernie_runtime::Engine) -> ernie_runtime::ops::gemm::Kernel {
+        engine.set_precision(self.precision())
+    }
 }

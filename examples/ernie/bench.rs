@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use ernie_runtime::tools::bench::{self, BenchOptions};
 use ernie_runtime::{ElasticOptions, Engine, QuantScheme};
 
-use crate::args::{Format, Prefault};
+use crate::args::{Format, Kernels, Prefault};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,6 +38,8 @@ pub struct Args {
     /// Populate the mapped weights at load.
     #[arg(long, value_enum, default_value_t = Prefault::Off)]
     prefault: Prefault,
+    #[command(flatten)]
+    kernels: Kernels,
     /// Output format (json: one object).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -57,8 +59,12 @@ pub fn run(args: Args) -> Result<()> {
     };
     args.prefault.apply(model, args.quant.is_some());
     let start = Instant::now();
-    let engine = Engine::load_quant(model, &ElasticOptions::default(), args.quant).with_context(|| format!("loading {}", model.display()))?;
+    let mut engine = Engine::load_quant(model, &ElasticOptions::default(), args.quant).with_context(|| format!("loading {}", model.display()))?;
+    let kernel = args.kernels.apply(&mut engine);
     let load_secs = start.elapsed().as_secs_f64();
+    // Which GEMM ran the dense bf16 prefill projections (quantised weights have their own).
+    let rounded = kernel == ernie_runtime::ops::gemm::Kernel::Avx512Bf16Dot;
+    let gemm = format!("{kernel:?} ({})", if rounded { "bf16 activations" } else { "exact" });
     let opt = BenchOptions { prompt: args.n_prompt, generate: args.n_gen, repetitions: args.repetitions };
     let report = bench::run(&engine, &opt)?;
     let rss_mib = crate::peak_rss_kib().map(|k| k as f64 / 1024.0);
@@ -66,7 +72,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.format {
         Format::Json => {
             let out = serde_json::json!({
-                "model": model, "quant": args.quant.map(|q| q.to_string()), "threads": threads,
+                "model": model, "quant": args.quant.map(|q| q.to_string()), "threads": threads, "gemm_kernel": gemm,
                 "load_secs": load_secs, "first_token_secs": report.first_token_secs,
                 "time_to_first_token_secs": load_secs + report.first_token_secs,
                 "tests": report.tests, "peak_rss_mib": rss_mib, "params": report.params,
@@ -75,6 +81,7 @@ pub fn run(args: Args) -> Result<()> {
             println!("{out}");
         }
         Format::Text => {
+            println!("gemm kernel: {gemm}");
             println!("threads {threads}; load {load_secs:.3} s; first token {:.3} s (process start to first logits {:.3} s)", report.first_token_secs, load_secs + report.first_token_secs);
             for t in &report.tests {
                 println!("{}: {:.2} tok/s (median of {})", t.name, t.median_tok_s, t.secs.len());

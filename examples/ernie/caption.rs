@@ -15,7 +15,7 @@ use ernie_runtime::{ElasticOptions, Engine, LayerSpec, MediaInput, PrefillTrace,
 use indicatif::{ProgressBar, ProgressStyle};
 use tokenizers_mm::StreamPrompt;
 
-use crate::args::{Format, Sampling};
+use crate::args::{Format, Kernels, Sampling};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,6 +44,8 @@ pub struct Args {
     prompt: Option<String>,
     #[command(flatten)]
     sampling: Sampling,
+    #[command(flatten)]
+    kernels: Kernels,
     /// Output format: the caption streamed as text, or one JSON object at the end.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -93,10 +95,11 @@ pub fn run(args: Args) -> Result<()> {
     progress.stage("loading the checkpoint");
     let t0 = Instant::now();
     let elastic = ElasticOptions { layers: args.layers.clone(), experts: None, top_k: args.top_k };
-    let engine = Engine::load_with(&model_dir, &elastic).with_context(|| match &args.model {
+    let mut engine = Engine::load_with(&model_dir, &elastic).with_context(|| match &args.model {
         Some(_) => format!("loading {}", model_dir.display()),
         None => format!("loading the demo checkpoint {} (delete that folder to rebuild it)", model_dir.display()),
     })?;
+    args.kernels.apply(&mut engine);
     if !engine.is_multimodal() {
         bail!("{} is a text checkpoint; `ernie caption` needs ERNIE-4.5-VL (use `ernie generate` for text)", model_dir.display());
     }

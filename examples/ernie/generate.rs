@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use ernie_runtime::{Device, DeviceSpec, DraftMode, ElasticOptions, Engine, ExpertSpec, LayerSpec, Prompt, QuantScheme};
 use tokenizers_mm::ChatMessage;
 
-use crate::args::{Format, Prefault, Sampling};
+use crate::args::{Format, Kernels, Prefault, Sampling};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -53,6 +53,8 @@ pub struct Args {
     /// Populate the mapped weights at load instead of faulting them in during the first tokens.
     #[arg(long, value_enum, default_value_t = Prefault::Off)]
     prefault: Prefault,
+    #[command(flatten)]
+    kernels: Kernels,
     /// Generate media instead of text, the kind from the extension (.png: an image; .wav: speech, on an ERNIE 5.0
     /// checkpoint with audio parts and `audio_codec/`).
     #[arg(long)]
@@ -121,6 +123,7 @@ pub fn run(args: Args) -> Result<()> {
     args.prefault.apply(&model, args.quant.is_some());
     let elastic = ElasticOptions { layers: args.layers.clone(), experts: args.experts.clone(), top_k: args.top_k };
     let mut engine = Engine::load_quant(&model, &elastic, args.quant).with_context(|| format!("loading {}", model.display()))?;
+    args.kernels.apply(&mut engine);
     engine.to_device(&device).with_context(|| format!("moving the model to {}", args.device))?;
     engine.set_external_parts(None, args.audio_codec.clone());
     let prompt = if args.raw {

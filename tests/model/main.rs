@@ -20,3 +20,4 @@ mod vision_decoder;
 mod quant;
 mod gguf;
 mod embed_media;
+mod bf16_activations;

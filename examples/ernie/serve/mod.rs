@@ -66,6 +66,8 @@ pub struct Args {
     /// After ctrl-c/SIGTERM, how long accepted requests may take to finish before they are cut.
     #[arg(long, default_value_t = 30)]
     shutdown_grace_secs: u64,
+    #[command(flatten)]
+    kernels: crate::args::Kernels,
 }
 
 /// Request limits, from the flags.
@@ -133,10 +135,11 @@ async fn serve(args: Args) -> Result<()> {
     let failed_notify = Arc::new(Notify::new());
     {
         let (state, dir, failed, notify) = (state.clone(), args.model.clone(), load_failed.clone(), failed_notify.clone());
-        let (max_queue, max_streams, device) = (args.max_queue, args.max_concurrent_streams, args.device.clone());
+        let (max_queue, max_streams, device, kernels) = (args.max_queue, args.max_concurrent_streams, args.device.clone(), args.kernels);
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
             let loaded = Engine::load(&dir).map_err(|e| format!("loading {}: {e}", dir.display())).and_then(|mut engine| {
+                kernels.apply(&mut engine);
                 if device != "cpu" {
                     let dev = Device::parse(&device).map_err(|e| format!("--device {device}: {e}"))?;
                     engine.to_device(&dev).map_err(|e| format!("moving the model to {device}: {e}"))?;

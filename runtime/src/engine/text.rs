@@ -10,6 +10,7 @@ use crate::model::cuda::CudaModel;
 use crate::model::decoder::Logits;
 use crate::model::mtp::Mtp;
 use crate::nn::kv_cache::KvCache;
+use crate::ops::gemm::{Kernel, Precision};
 use crate::Result;
 
 impl Engine {
@@ -30,6 +31,16 @@ impl Engine {
             Device::Cuda(dev) => Some(CudaModel::upload(&self.model, dev)?),
         };
         Ok(())
+    }
+
+    /// Sets the CPU GEMM precision of the decoder's projections (`model/precision.rs`):
+    /// [`Precision::Bf16Activations`] rounds the activations of bf16-weight prefill GEMMs to bf16
+    /// (`vdpbf16ps`, error bound in `ops/gemm`'s module doc), [`Precision::Exact`] (the default)
+    /// restores the exact kernels. Returns the kernel those GEMMs now run: the exact kernel of this
+    /// CPU when it lacks `avx512_bf16`. The vision tower and a GPU copy are not affected.
+    pub fn set_precision(&mut self, precision: Precision) -> Kernel {
+        crate::model::precision::set_precision(&mut self.model, precision);
+        Kernel::detect(precision)
     }
 
     /// Where generation runs.

@@ -61,7 +61,7 @@ impl AudioLm {
             for level in 0..q {
                 norms.push(w.take_f32(&format!("audio.head_norms.{level}.weight"), &[h])?);
                 let rows = if level == 0 { v + 1 } else { v };
-                heads.push(Linear { weight: w.take(&format!("audio.heads.{level}.weight"), &[rows, h])?.into(), bias: None });
+                heads.push(Linear::of(w.take(&format!("audio.heads.{level}.weight"), &[rows, h])?, None));
             }
             Some(AudioHeads { norms, heads })
         } else {

@@ -206,7 +206,7 @@ impl Transformer {
         };
         let lm_head_bias = if cfg.use_bias && cfg.moe.is_some() { Some(w.take_f32("lm_head.bias", &[v])?) } else { None };
         let mtp = w.take_prefix("model.mtp_");
-        let lm_head = Linear { weight: lm_head.into(), bias: lm_head_bias };
+        let lm_head = Linear::of(lm_head, lm_head_bias);
         Ok(Transformer { cfg: cfg.clone(), embed_tokens, embed_quant: None, layers, norm, lm_head, mtp })
     }
 

@@ -14,6 +14,7 @@ pub mod load;
 pub mod moe;
 pub mod mtp;
 pub mod names;
+pub mod precision;
 pub mod quantize;
 pub mod vision;
 pub mod vision_decoder;

@@ -38,9 +38,9 @@ pub fn load_moe_block(w: &mut Weights, prefix: &str, hidden: usize, m: &MoeConfi
             .map(|x| {
                 let gu = gate_up.index0(x)?; // [2i, h]
                 Ok(SwiGlu {
-                    gate: Linear { weight: (gu.narrow0(0, i)?).into(), bias: None },
-                    up: Linear { weight: (gu.narrow0(i, i)?).into(), bias: None },
-                    down: Linear { weight: (down.index0(x)?).into(), bias: None },
+                    gate: Linear::of(gu.narrow0(0, i)?, None),
+                    up: Linear::of(gu.narrow0(i, i)?, None),
+                    down: Linear::of(down.index0(x)?, None),
                     hidden,
                     inter: i,
                 })

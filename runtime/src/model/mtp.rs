@@ -51,7 +51,7 @@ impl Mtp {
         let mtp = Mtp {
             emb_norm: w.take_f32("model.mtp_emb_norm.0.weight", &[h])?,
             hidden_norm: w.take_f32("model.mtp_hidden_norm.0.weight", &[h])?,
-            linear_proj: Linear { weight: (w.take("model.mtp_linear_proj.0.weight", &[h, 2 * h])?).into(), bias: None },
+            linear_proj: Linear::of(w.take("model.mtp_linear_proj.0.weight", &[h, 2 * h])?, None),
             block: Layer::load(&mut w, "model.layers.0", 0, kind, &model.cfg)?,
         };
         w.finish()?;

@@ -74,10 +74,10 @@ impl Attention {
         let o_weight = w.take(&format!("{prefix}.o_proj.weight"), &[h, q_dim])?;
         let o_bias = bias(w, &format!("{prefix}.o_proj.bias"), h, b)?;
         Ok(Attention {
-            q_proj: Linear { weight: q_proj.into(), bias: q_bias },
-            k_proj: Linear { weight: k_proj.into(), bias: k_bias },
-            v_proj: Linear { weight: v_proj.into(), bias: v_bias },
-            o_proj: Linear { weight: o_weight.into(), bias: o_bias },
+            q_proj: Linear::of(q_proj, q_bias),
+            k_proj: Linear::of(k_proj, k_bias),
+            v_proj: Linear::of(v_proj, v_bias),
+            o_proj: Linear::of(o_weight, o_bias),
             n_heads: cfg.num_attention_heads,
             n_kv_heads: cfg.num_key_value_heads,
             head_dim: cfg.head_dim,

@@ -3,7 +3,7 @@
 //! tower and the resampler all hold their projections as [`Linear`], and the CUDA mirror uploads
 //! from it, so a new weight storage (e.g. a quantised block format) changes this file, not six.
 
-use crate::ops::gemm::{WeightRef, GEMV_MAX_ROWS};
+use crate::ops::gemm::{Precision, WeightRef, GEMV_MAX_ROWS};
 use crate::ops::matmul_xwt_slow;
 use crate::ops::quant::{qgemv_batch, qmatmul_int8, qmatmul_xwt_slow, QGemvJob, QType, QWeight};
 use crate::tensor::Tensor;
@@ -62,6 +62,9 @@ pub struct Linear {
     pub weight: LinearWeight,
     /// `[out]` f32.
     pub bias: Option<Vec<f32>>,
+    /// The GEMM precision of a dense bf16 weight ([`Precision::Exact`] unless the model was
+    /// switched, e.g. `ernie --bf16-activations`); quantised weights and the GEMV ignore it.
+    pub precision: Precision,
 }
 
 impl Linear {
@@ -75,7 +78,13 @@ impl Linear {
                 return Err(Error::ShapeMismatch { op: "Linear::new", expected: format!("bias [{out}]"), got: format!("[{}]", b.len()) });
             }
         }
-        Ok(Linear { weight, bias })
+        Ok(Linear::of(weight, bias))
+    }
+
+    /// A projection from a weight and bias taken as they are (callers that read the weight with a
+    /// checked shape), at [`Precision::Exact`].
+    pub fn of(weight: impl Into<LinearWeight>, bias: Option<Vec<f32>>) -> Linear {
+        Linear { weight: weight.into(), bias, precision: Precision::Exact }
     }
 
     /// Loads `{prefix}.weight` `[out, in]` and, when `bias`, `{prefix}.bias` `[out]`.
@@ -83,7 +92,7 @@ impl Linear {
     pub fn load(w: &mut Weights, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
         let weight = w.take(&format!("{prefix}.weight"), &[out, inp])?;
         let bias = load_bias(w, &format!("{prefix}.bias"), out, bias)?;
-        Ok(Linear { weight: LinearWeight::Dense(weight), bias })
+        Ok(Linear::of(weight, bias))
     }
 
     /// Replaces a dense `W` by its `qtype` quantisation (ggml's reference quantizer, rows in
@@ -123,18 +132,19 @@ impl Linear {
         }
     }
 
-    /// `x`: `[t, in]` → `[t, out]`. Dense weights take [`crate::ops::gemm::matmul`] (packed GEMM,
-    /// or the streaming GEMV for `t ≤ 4`); quantised ones [`crate::ops::quant::qmatmul_xwt`] ([`qgemv_batch`] for
-    /// `t ≤ 4`: same numbers, reused buffers), above that [`qmatmul_int8`] (the integer GEMM:
-    /// the same quantised activations and integers as the block dots; on CPUs without AVX-512
-    /// VNNI the dequantised f32 panels or the block dots). The slow twin for every row count is
-    /// [`qmatmul_xwt_slow`]: `deq(W)` against f32 activations in f64.
+    /// `x`: `[t, in]` → `[t, out]`. Dense weights take [`crate::ops::gemm::matmul_with`] at
+    /// [`Linear::precision`] (packed GEMM, or the streaming GEMV for `t ≤ 4`); quantised ones
+    /// [`qgemv_batch`] for `t ≤ 4` and above that [`qmatmul_int8`] (the integer GEMM: the same
+    /// quantised activations and integers as the block dots of
+    /// [`crate::ops::quant::qmatmul_xwt`]; on CPUs without AVX-512 VNNI the dequantised f32
+    /// panels or those block dots). The slow twin for every row count is [`qmatmul_xwt_slow`]:
+    /// `deq(W)` against f32 activations in f64.
     /// Errors: [`Error::ShapeMismatch`] when `x` is not a whole number of rows.
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
         let (out, inp) = self.weight.dims()?;
         let mut y = vec![0.0f32; x.len() / inp.max(1) * out]; // [t, out]
         match &self.weight {
-            LinearWeight::Dense(w) => crate::ops::gemm::matmul(x, w, &mut y)?,
+            LinearWeight::Dense(w) => crate::ops::gemm::matmul_with(x, w, &mut y, self.precision)?,
             // Decode: the batch GEMV reuses its per-thread activation buffers (no allocation).
             LinearWeight::Quant(q) if x.len() <= GEMV_MAX_ROWS * inp => {
                 qgemv_batch(&[QGemvJob::new(q, x, x.len() / inp.max(1), &mut y)])?

@@ -44,9 +44,9 @@ impl SwiGlu {
         let down = w.take(&format!("{prefix}.down_proj.weight"), &[hidden, inter])?;
         let down_bias = bias(w, &format!("{prefix}.down_proj.bias"), hidden, use_bias)?;
         Ok(SwiGlu {
-            gate: Linear { weight: gate.into(), bias: gate_bias },
-            up: Linear { weight: up.into(), bias: up_bias },
-            down: Linear { weight: down.into(), bias: down_bias },
+            gate: Linear::of(gate, gate_bias),
+            up: Linear::of(up, up_bias),
+            down: Linear::of(down, down_bias),
             hidden,
             inter,
         })

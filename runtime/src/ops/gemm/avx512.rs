@@ -75,14 +75,14 @@ pub(super) unsafe fn kernel_dpbf16(kc: usize, a: *const u32, b: *const u32, c: *
 }
 
 /// Weight storage tags for the GEMV loads.
-const F32: u8 = 0;
-const BF16: u8 = 1;
-const F16: u8 = 2;
+pub(super) const F32: u8 = 0;
+pub(super) const BF16: u8 = 1;
+pub(super) const F16: u8 = 2;
 
 /// 16 weights at element `i` of `w` (storage `DT`) as f32; bf16 by a 16-bit shift.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn load<const DT: u8>(w: *const u8, i: usize) -> __m512 {
+pub(super) unsafe fn load<const DT: u8>(w: *const u8, i: usize) -> __m512 {
     match DT {
         F32 => _mm512_loadu_ps((w as *const f32).add(i)),
         BF16 => {

@@ -6,7 +6,12 @@
 //!   and every `[NC, KC]` weight block is packed (transposed, upcast to f32) into `NR`-column
 //!   micro-panels by the rayon task that owns those `NC` columns; an `MR × NR` register-tile
 //!   micro-kernel (the GotoBLAS / BLIS scheme) then runs over them. The packed tiles are
-//!   zero-padded, so every shape takes the same kernel; only the final stores are masked.
+//!   zero-padded, so every shape takes the same kernel; only the final stores are masked. With
+//!   AVX-512 the B blocks are packed by register transposes (`pack512.rs`, 16 rows × 16 depth
+//!   steps per transpose; the scalar `pack.rs` is their twin): the MoE experts' GEMMs have ~48
+//!   rows (pp512, 64 experts top-6), so each packed weight is used by only 4 register tiles and
+//!   the scalar pack cost as much as the kernel (issue #13 profile: 41 % pack, 37 % kernel).
+//!   The packed-A buffer is reused across calls on the calling thread.
 //! - [`gemv`], [`gemv_pair`], [`gemv_experts`] (decode, m ≤ [`GEMV_MAX_ROWS`]): each weight row is
 //!   streamed once for all rows of `x`, upcast in registers; see `gemv.rs`.
 //!
@@ -24,6 +29,7 @@ mod avx2;
 mod avx512;
 mod gemv;
 mod pack;
+mod pack512;
 mod portable;
 #[cfg(test)]
 mod tests;
@@ -93,10 +99,18 @@ pub enum Kernel {
     Avx512Bf16Dot,
 }
 
-/// Whether the activations may be rounded to bf16 (the faster `vdpbf16ps` kernel).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Whether the activations may be rounded to bf16 (the `vdpbf16ps` kernel).
+///
+/// Not faster everywhere: on the Xeon of issue #13 (AVX-512 BF16, no usable AMX) one `vdpbf16ps`
+/// zmm retires at a quarter of the `vfmadd` rate (measured 0.7 vs 2.9 G instructions/s, 24
+/// independent chains), so its two k-steps per instruction make the tile half as fast as the exact
+/// f32 kernel, and `ernie bench -p 512 --bf16-activations` was slower (medians 38–44 vs 52–64
+/// tok/s, same run, loaded machine). It pays only on CPUs where `vdpbf16ps` issues at the FMA
+/// rate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
     /// f32 activations, f32 accumulation: the default.
+    #[default]
     Exact,
     /// Round `x` to bf16 before the product where the CPU has `avx512_bf16`.
     Bf16Activations,
@@ -155,13 +169,20 @@ pub fn gemm_f16(x: &[f32], w: &[half::f16], m: usize, n: usize, k: usize, out: &
 ///
 /// Errors: a non-2-D `w`, or slice lengths that disagree with it ([`Error::ShapeMismatch`]).
 pub fn matmul(x: &[f32], w: &crate::Tensor, out: &mut [f32]) -> Result<()> {
+    matmul_with(x, w, out, Precision::Exact)
+}
+
+/// [`matmul`] at `precision`: with [`Precision::Bf16Activations`] the GEMM (more than
+/// [`GEMV_MAX_ROWS`] rows, bf16 weights) runs [`Kernel::detect`]'s `vdpbf16ps` kernel where the CPU
+/// has it (error bound in the module doc); the GEMV (decode) stays exact, as do f16 / f32 weights.
+/// Shapes and errors as [`matmul`].
+pub fn matmul_with(x: &[f32], w: &crate::Tensor, out: &mut [f32], precision: Precision) -> Result<()> {
     let (n, k) = w.dims2()?;
     let m = if k == 0 { out.len() / n.max(1) } else { x.len() / k };
-    let kern = Kernel::detect(Precision::Exact);
     if m <= GEMV_MAX_ROWS {
-        gemv(x, WeightRef::of(w), m, n, k, out, kern)
+        gemv(x, WeightRef::of(w), m, n, k, out, Kernel::detect(Precision::Exact))
     } else {
-        gemm(x, WeightRef::of(w), m, n, k, out, kern)
+        gemm(x, WeightRef::of(w), m, n, k, out, Kernel::detect(precision))
     }
 }
 
@@ -207,8 +228,10 @@ pub fn gemm(x: &[f32], w: WeightRef<'_>, m: usize, n: usize, k: usize, out: &mut
             WeightRef::Bf16(wb) => {
                 let k2 = k.div_ceil(2);
                 let geo = Geo { mr: avx512::MR, nr: avx512::NR, depth: k2, kc: KC };
-                let pa = |rows: std::ops::Range<usize>, dst: &mut [u32]| pack::pack_a_bf16_pairs(x, k, rows, avx512::MR, dst);
-                let pb = |n0: usize, kb: usize, kc: usize, dst: &mut [u32]| pack::pack_b_bf16_pairs(wb, n, k, n0, NC, kb, kc, avx512::NR, dst);
+                // SAFETY: avx512f + avx512bf16 were detected; dst is k2 × MR words.
+                let pa = |rows: std::ops::Range<usize>, dst: &mut [u32]| unsafe { pack512::pack_a_bf16_pairs_avx512(x, k, rows, avx512::MR, dst) };
+                // SAFETY: avx512f was detected; NC is a multiple of NR = 32; dst is NC × kc words.
+                let pb = |n0: usize, kb: usize, kc: usize, dst: &mut [u32]| unsafe { pack512::pack_b_bf16_pairs_nr32(wb, n, k, n0, NC, kb, kc, dst) };
                 // SAFETY: avx512f + avx512bf16 were detected (`is_available`).
                 let kern = |kc, a, b, c, ldc, mr, nr, acc| unsafe { avx512::kernel_dpbf16(kc, a, b, c, ldc, mr, nr, acc) };
                 drive(m, n, geo, out, pa, pb, kern);
@@ -219,19 +242,19 @@ pub fn gemm(x: &[f32], w: WeightRef<'_>, m: usize, n: usize, k: usize, out: &mut
         Kernel::Avx512 => {
             // SAFETY: avx512f was detected.
             let kern = |kc, a, b, c, ldc, mr, nr, acc| unsafe { avx512::kernel_f32(kc, a, b, c, ldc, mr, nr, acc) };
-            drive_f32(x, w, m, n, k, out, avx512::MR, avx512::NR, kern);
+            drive_f32(x, w, m, n, k, out, avx512::MR, avx512::NR, true, kern);
             return Ok(());
         }
         Kernel::Avx2 => {
             // SAFETY: avx2 + fma were detected.
             let kern = |kc, a, b, c, ldc, mr, nr, acc| unsafe { avx2::kernel_f32(kc, a, b, c, ldc, mr, nr, acc) };
-            drive_f32(x, w, m, n, k, out, avx2::MR, avx2::NR, kern);
+            drive_f32(x, w, m, n, k, out, avx2::MR, avx2::NR, false, kern);
             return Ok(());
         }
         Kernel::Portable => {}
     }
     let kern = |kc, a, b, c, ldc, mr, nr, acc| unsafe { portable::kernel_f32(kc, a, b, c, ldc, mr, nr, acc) };
-    drive_f32(x, w, m, n, k, out, portable::MR, portable::NR, kern);
+    drive_f32(x, w, m, n, k, out, portable::MR, portable::NR, false, kern);
     Ok(())
 }
 
@@ -282,15 +305,31 @@ fn drive_f32(
     out: &mut [f32],
     mr: usize,
     nr: usize,
+    avx512_pack: bool,
     kern: impl Fn(usize, *const f32, *const f32, *mut f32, usize, usize, usize, bool) + Sync,
 ) {
     let geo = Geo { mr, nr, depth: k, kc: KC };
     let pa = |rows: std::ops::Range<usize>, dst: &mut [f32]| pack::pack_a_f32(x, k, rows, mr, dst);
-    let pb = |n0: usize, kb: usize, kc: usize, dst: &mut [f32]| pack::pack_b_f32(w, n, k, n0, NC, kb, kc, nr, dst);
+    let pb = |n0: usize, kb: usize, kc: usize, dst: &mut [f32]| {
+        #[cfg(target_arch = "x86_64")]
+        if avx512_pack && nr == 32 {
+            // SAFETY: the caller passes avx512_pack only for the AVX-512 kernel (avx512f
+            // detected); NC is a multiple of 32; dst is NC × kc floats.
+            unsafe { pack512::pack_b_f32_nr32(w, n, k, n0, NC, kb, kc, dst) };
+            return;
+        }
+        pack::pack_b_f32(w, n, k, n0, NC, kb, kc, nr, dst)
+    };
     drive(m, n, geo, out, pa, pb, kern);
 }
 
+/// Largest packed-A buffer (in 32-bit words, 16 MiB) kept for the next call; larger ones are freed.
+const A_KEEP_WORDS: usize = 4 << 20;
+
 thread_local! {
+    /// The calling thread's packed-A buffer, reused across calls (taken out while in use, so a
+    /// nested call on the same thread, e.g. from inside a rayon task, just allocates its own).
+    static A_SCRATCH: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
     /// Per-thread B-panel scratch (`NC × KC` elements), reused across calls: no allocation after
     /// the first call on a thread.
     static B_SCRATCH: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -311,11 +350,17 @@ fn drive<T: bytemuck::Pod + Send + Sync + Default>(
     let Geo { mr, nr, depth, kc: kc_max } = geo;
     let m_blocks = m.div_ceil(mr);
     let panel = depth * mr;
-    // x packed once: [m_blocks][depth][mr].
-    let mut a = vec![T::default(); m_blocks * panel];
+    // x packed once: [m_blocks][depth][mr], into the reused buffer (pack_a writes every element,
+    // padding included, so it is not cleared).
+    let mut store = A_SCRATCH.with(|s| s.take());
+    let words = m_blocks * panel * std::mem::size_of::<T>() / 4;
+    if store.len() < words {
+        store.resize(words, 0);
+    }
+    let a: &mut [T] = bytemuck::cast_slice_mut(&mut store[..words]);
     a.par_chunks_mut(panel).enumerate().for_each(|(b, dst)| pack_a(b * mr..((b + 1) * mr).min(m), dst));
     let c = SyncPtr(out.as_mut_ptr());
-    let a = &a;
+    let a = &*a;
     (0..n.div_ceil(NC)).into_par_iter().for_each(|nb| {
         let c = c;
         B_SCRATCH.with(|s| {
@@ -345,4 +390,7 @@ fn drive<T: bytemuck::Pod + Send + Sync + Default>(
             }
         });
     });
+    if store.len() <= A_KEEP_WORDS {
+        A_SCRATCH.with(|s| s.set(store));
+    }
 }

@@ -31,8 +31,9 @@ pub(super) fn f32_to_bf16_rne(v: f32) -> u16 {
     half::bf16::from_f32(v).to_bits()
 }
 
-/// The bf16-pair A panel: `dst[kp * mr + i] = bf16(x[r, 2kp]) | bf16(x[r, 2kp+1]) << 16`, the
+/// The bf16-pair A panel (the scalar twin of `pack512::pack_a_bf16_pairs_avx512`): `dst[kp * mr + i] = bf16(x[r, 2kp]) | bf16(x[r, 2kp+1]) << 16`, the
 /// odd-k tail padded with 0.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(super) fn pack_a_bf16_pairs(x: &[f32], k: usize, rows: Range<usize>, mr: usize, dst: &mut [u32]) {
     let k2 = k.div_ceil(2);
     let nrows = rows.len();
@@ -89,9 +90,11 @@ pub(super) fn pack_b_f32(w: WeightRef<'_>, n: usize, k: usize, n0: usize, nc: us
     }
 }
 
-/// The bf16-pair B block: rows as [`pack_b_f32`], depth in pairs `kb..kb+kc` (of `⌈k/2⌉`):
+/// The bf16-pair B block (the scalar twin of `pack512::pack_b_bf16_pairs_nr32`, which the GEMM runs):
+/// rows as [`pack_b_f32`], depth in pairs `kb..kb+kc` (of `⌈k/2⌉`):
 /// `dst[(p * kc + kp) * nr + j] = w[row, 2kp] | w[row, 2kp+1] << 16` (0 past `k`).
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(super) fn pack_b_bf16_pairs(w: &[u16], n: usize, k: usize, n0: usize, nc: usize, kb: usize, kc: usize, nr: usize, dst: &mut [u32]) {
     for jj in 0..nc.div_ceil(nr) * nr {
         let (p, j) = (jj / nr, jj % nr);
