@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use crate::ops::gemm::{gemm, gemv, Kernel, Precision, WeightRef, GEMV_MAX_ROWS};
+use crate::ops::gemm::{gemm, Kernel, Precision, WeightRef};
 
 use crate::ops::softmax_in_place;
 use crate::{Error, Result};
@@ -59,14 +59,11 @@ impl Router {
     pub fn route(&self, x: &[f32]) -> Result<Routing> {
         let t = x.len() / self.hidden.max(1);
         let mut logits = vec![0.0f32; t * self.num_experts]; // [t, e]
-        // f32 logits as transformers' `F.linear` in f32 (spec §6.8): the exact f32 GEMM / GEMV
-        // (one sequential sum per logit took 6 % of a 512-token prefill).
-        let (w, kernel) = (WeightRef::F32(&self.weight), Kernel::detect(Precision::Exact));
-        if t <= GEMV_MAX_ROWS {
-            gemv(x, w, t, self.num_experts, self.hidden, &mut logits, kernel)?;
-        } else {
-            gemm(x, w, t, self.num_experts, self.hidden, &mut logits, kernel)?;
-        }
+        // f32 logits as transformers' `F.linear` in f32 (spec §6.8) through the exact packed GEMM
+        // (one sequential sum per logit took 6 % of a 512-token prefill). The GEMM for every
+        // row count, the GEMV never: its summation order differs, and a token's experts must
+        // not depend on how many rows share its batch.
+        gemm(x, WeightRef::F32(&self.weight), t, self.num_experts, self.hidden, &mut logits, Kernel::detect(Precision::Exact))?;
         if let Some(mask) = &self.expert_mask {
             for row in logits.chunks_exact_mut(self.num_experts) {
                 row.iter_mut().zip(mask).filter(|(_, &keep)| !keep).for_each(|(l, _)| *l = f32::NEG_INFINITY);
@@ -157,5 +154,44 @@ fn top_k_lowest_index_ties(score: &[f32], ids: &mut [u32]) {
             ids.swap(i, i - 1);
             i -= 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batch invariance: a token's logits, experts and weights are the same bits whether it is
+    /// routed alone, in a decode-sized batch or in a prefill-sized one (`h` = 300 crosses a GEMM
+    /// depth block), so batching requests never changes anyone's experts.
+    #[test]
+    fn routing_does_not_depend_on_the_batch() {
+        let (e, h, t) = (8, 300, 13);
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let r = Router {
+            weight: (0..e * h).map(|_| rnd()).collect(),
+            bias: Some((0..e).map(|_| rnd() * 0.1).collect()),
+            num_experts: e,
+            hidden: h,
+            top_k: 2,
+            norm_min: 1e-12,
+            expert_mask: None,
+        };
+        let x: Vec<f32> = (0..t * h).map(|_| rnd()).collect();
+        let all = r.route(&x).unwrap();
+        for (n0, n) in [(0, 1), (5, 1), (2, 3), (9, 4)] {
+            let part = r.route(&x[n0 * h..(n0 + n) * h]).unwrap();
+            assert_eq!(part.expert_ids, all.expert_ids[n0 * 2..(n0 + n) * 2]);
+            let (a, b): (Vec<u32>, Vec<u32>) =
+                (part.weights.iter().map(|v| v.to_bits()).collect(), all.weights[n0 * 2..(n0 + n) * 2].iter().map(|v| v.to_bits()).collect());
+            assert_eq!(a, b, "rows {n0}..{}", n0 + n);
+        }
+        assert!(r.route(&x[..h + 1]).is_err(), "a partial row is a shape error");
     }
 }
