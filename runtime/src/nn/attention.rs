@@ -9,7 +9,7 @@ use super::kv_cache::LayerKv;
 use super::linear::{load_bias as bias, Linear};
 use crate::config::TextConfig;
 use crate::ops::gemm::{gemm, Kernel, Precision, WeightRef};
-use crate::ops::{dot, rope_apply, softmax_in_place, RopePositions, RopeTable};
+use crate::ops::{dot, rope_apply, softmax_fast_in_place, softmax_in_place, RopePositions, RopeTable};
 use crate::weights::Weights;
 use crate::Result;
 
@@ -206,7 +206,7 @@ pub fn attend_gemm(q: &[f32], kc: &[f32], vc: &[f32], s: AttnShape) -> Result<Ve
             for (r, row) in sc.chunks_mut(n).enumerate() {
                 let valid = s.n_ctx(i0 + r);
                 row[..valid].iter_mut().for_each(|x| *x *= scale);
-                softmax_in_place(&mut row[..valid]);
+                softmax_fast_in_place(&mut row[..valid]);
                 row[valid..].fill(0.0);
             }
             let mut oh = vec![0.0f32; m * hd]; // [m, hd]

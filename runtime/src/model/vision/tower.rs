@@ -23,7 +23,7 @@ use crate::config::VisionConfig;
 use crate::nn::linear::Linear;
 use crate::nn::norm::LayerNorm;
 use crate::ops::gemm::{gemm, Kernel, Precision, WeightRef};
-use crate::ops::{quick_gelu_in_place, rope_vision, softmax_in_place};
+use crate::ops::{quick_gelu_fast_in_place, rope_vision, softmax_fast_in_place};
 use crate::weights::Weights;
 use crate::{Error, Result};
 
@@ -123,7 +123,7 @@ impl VisionTower {
         let y = b.proj.forward(&attn)?; // [n, d]
         x.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
         let mut hmid = b.fc1.forward(&b.norm2.forward(x))?; // [n, i]
-        quick_gelu_in_place(&mut hmid);
+        quick_gelu_fast_in_place(&mut hmid);
         let y = b.fc2.forward(&hmid)?; // [n, d]
         x.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
         Ok(())
@@ -183,7 +183,7 @@ pub fn frame_attention(q: &[f32], k: &[f32], v: &[f32], nh: usize, hd: usize, fr
             gemm(&qh[..m * hd], WeightRef::F32(&kh[..m * hd]), m, m, hd, s, kernel)?;
             s.par_chunks_mut(m).for_each(|row| {
                 row.iter_mut().for_each(|x| *x *= scale);
-                softmax_in_place(row);
+                softmax_fast_in_place(row);
             });
             gemm(s, WeightRef::F32(&vt[..hd * m]), m, hd, m, &mut oh[..m * hd], kernel)?; // [m, hd]
             for i in 0..m {
