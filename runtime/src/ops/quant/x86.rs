@@ -64,33 +64,70 @@ pub(crate) unsafe fn dot_q8_0_avx2(x: &[u8], y: &[u8]) -> f32 {
     hsum_f32(acc)
 }
 
-/// AVX-512 VNNI Q8_0·Q8_0: two blocks per `_mm512_dpbusd_epi32(0, |x|, sign(y, x))`.
+/// AVX-512 VNNI Q8_0·Q8_0 of one row: [`dot_q8_0_rows_avx512`] with `R = 1`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q8_0_avx512(x: &[u8], y: &[u8]) -> f32 {
-    let nb = x.len() / Q8_0_BYTES;
-    let (px, py) = (x.as_ptr(), y.as_ptr());
+    let mut out = [0.0f32];
+    dot_q8_0_rows_avx512::<1>(x, y, &mut out);
+    out[0]
+}
+
+/// Two consecutive Q8_0 blocks' quants (at `b0 + 2` and `b0 + 36`) in one 512-bit vector.
+#[inline(always)]
+unsafe fn q8_0_pair(b0: *const u8) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load256(b0.add(2))), load256(b0.add(Q8_0_BYTES + 2)))
+}
+
+/// The f16 scales of two consecutive Q8_0 blocks as 16 f32 lanes: 8 × `d₀`, then 8 × `d₁`.
+#[inline(always)]
+unsafe fn q8_0_pair_scales(b0: *const u8) -> __m512 {
+    let h0 = _mm256_set1_epi16(i16::from_le_bytes([*b0, *b0.add(1)]));
+    let h1 = _mm256_set1_epi16(i16::from_le_bytes([*b0.add(Q8_0_BYTES), *b0.add(Q8_0_BYTES + 1)]));
+    _mm512_cvtph_ps(_mm256_mask_blend_epi16(0xFF00, h0, h1))
+}
+
+/// AVX-512 VNNI Q8_0 dots of `R` consecutive weight rows (`w`: `R × y.len()` bytes) with one
+/// activation row `y`, two blocks per step, the activation loaded once per step for all rows.
+///
+/// The integer part is exact for every i8 pair (also −128): `dpbusd(c, x ⊕ 0x80, y)` sums
+/// `(x + 128)·y` per 4 bytes into lanes that start at `c = −128·Σy` (from one `dpbusd` with the
+/// 0x80 bytes, shared by the rows), so each lane holds `Σ x·y` of its 4 bytes. Each block's lanes
+/// are then scaled by `d_x·d_y` (same f32 product as the scalar twin) into 16 f32 partial sums per
+/// row, reduced at the end: every row's result equals the `R = 1` kernel's bit for bit.
+///
+/// Software prefetch: the same bytes `R` rows further on (the next group of a row loop), which
+/// the hardware prefetcher, stopping at 4 KiB pages, would fetch late. A prefetch never faults,
+/// so running past the weight's end is harmless (`wrapping_add`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q8_0_rows_avx512<const R: usize>(w: &[u8], y: &[u8], out: &mut [f32; R]) {
+    let rb = y.len();
+    debug_assert_eq!(w.len(), R * rb);
+    let nb = rb / Q8_0_BYTES;
+    let (pw, py) = (w.as_ptr(), y.as_ptr());
+    let flip = _mm512_set1_epi8(0x80u8 as i8);
     let zero = _mm512_setzero_si512();
-    let mut acc = _mm512_setzero_ps();
+    let mut acc = [_mm512_setzero_ps(); R];
     let mut i = 0;
     while i + 2 <= nb {
-        let (b0x, b0y) = (px.add(i * Q8_0_BYTES), py.add(i * Q8_0_BYTES));
-        let (b1x, b1y) = (b0x.add(Q8_0_BYTES), b0y.add(Q8_0_BYTES));
-        let qx = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load256(b0x.add(2))), load256(b1x.add(2)));
-        let qy = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load256(b0y.add(2))), load256(b1y.add(2)));
-        let neg = _mm512_movepi8_mask(qx);
-        let sy = _mm512_mask_sub_epi8(qy, neg, zero, qy);
-        let p32 = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(qx), sy);
-        let d0 = f16_to_f32(b0x) * f16_to_f32(b0y);
-        let d1 = f16_to_f32(b1x) * f16_to_f32(b1y);
-        let dv = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d0), _mm512_set1_ps(d1));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p32), dv, acc);
+        let o = i * Q8_0_BYTES;
+        let qy = q8_0_pair(py.add(o));
+        let c = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, qy));
+        let dy = q8_0_pair_scales(py.add(o));
+        for (r, a) in acc.iter_mut().enumerate() {
+            let bx = pw.add(r * rb + o);
+            _mm_prefetch::<_MM_HINT_T0>(bx.wrapping_add(R * rb) as *const i8);
+            let p32 = _mm512_dpbusd_epi32(c, _mm512_xor_si512(q8_0_pair(bx), flip), qy);
+            let d = _mm512_mul_ps(q8_0_pair_scales(bx), dy);
+            *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p32), d, *a);
+        }
         i += 2;
     }
-    let mut sum = _mm512_reduce_add_ps(acc);
-    if i < nb {
-        sum += dot_q8_0_avx2(&x[i * Q8_0_BYTES..], &y[i * Q8_0_BYTES..]);
+    for (r, (o, a)) in out.iter_mut().zip(acc).enumerate() {
+        *o = _mm512_reduce_add_ps(a);
+        if i < nb {
+            *o += dot_q8_0_avx2(&w[r * rb + i * Q8_0_BYTES..(r + 1) * rb], &y[i * Q8_0_BYTES..]);
+        }
     }
-    sum
 }
 
 // ------------------------------------------------------------------------------------ Q4_K
