@@ -7,6 +7,9 @@
 //! −127..=127 (what every quantizer writes); a −128 paired with −128 saturates, as in ggml.
 //!
 //! Callers (`super::dot`) guarantee the CPU features and whole blocks: `x.len() == nb · bytes`.
+//! Every kernel prefetches a later weight row (decode streams the weights from DRAM, and the
+//! hardware prefetcher stops at 4 KiB pages): on the shared 2-core Xeon this took the Q8_0
+//! GEMV from about 3.1 to 4.6–6.2 GiB/s.
 
 use std::arch::x86_64::*;
 
@@ -45,7 +48,8 @@ unsafe fn load256(p: *const u8) -> __m256i {
 
 // ------------------------------------------------------------------------------------ Q8_0
 
-/// AVX2 Q8_0·Q8_0: `maddubs(|x|, sign(y, x))`, `madd` with ones, f32 FMA with `dx·dy`.
+/// AVX2 Q8_0·Q8_0: `maddubs(|x|, sign(y, x))`, `madd` with ones, f32 FMA with `dx·dy`; prefetches
+/// the next row (the same offsets `x.len()` bytes on; a prefetch never faults).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q8_0_avx2(x: &[u8], y: &[u8]) -> f32 {
     let nb = x.len() / Q8_0_BYTES;
@@ -54,6 +58,7 @@ pub(crate) unsafe fn dot_q8_0_avx2(x: &[u8], y: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for i in 0..nb {
         let (bx, by) = (px.add(i * Q8_0_BYTES), py.add(i * Q8_0_BYTES));
+        _mm_prefetch::<_MM_HINT_T0>(bx.wrapping_add(x.len()) as *const i8); // the next row
         let qx = load256(bx.add(2));
         let qy = load256(by.add(2));
         let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
@@ -132,6 +137,19 @@ pub(crate) unsafe fn dot_q8_0_rows_avx512<const R: usize>(w: &[u8], y: &[u8], ou
 
 // ------------------------------------------------------------------------------------ Q4_K
 
+/// Prefetches the cache lines of block `i` (of `B` bytes) of the row at `pf`: the K-quant kernels'
+/// software prefetch of a later row (see [`dot_q8_0_rows_avx512`]); `pf` may point anywhere, a
+/// prefetch never faults.
+#[inline(always)]
+unsafe fn prefetch_block<const B: usize>(pf: *const u8, i: usize) {
+    let b = pf.wrapping_add(i * B);
+    let mut o = 0;
+    while o < B {
+        _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(o) as *const i8);
+        o += 64;
+    }
+}
+
 /// The 8 scales and 8 mins of a Q4_K block's 12 packed bytes (ggml's `utmp` unpacking).
 #[inline(always)]
 fn q4_k_scales_mins(p: &[u8]) -> ([u8; 8], [u8; 8]) {
@@ -168,11 +186,12 @@ unsafe fn q4_k_mins_dot(mn: &[u8; 8], yb: &BlockQ8K) -> i32 {
 /// AVX2 Q4_K·Q8_K: per 64 elements two `maddubs` (low / high nibbles) and two `madd` with the
 /// sub-block scales.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q4_k_avx2(x: &[u8], y: &[BlockQ8K]) -> f32 {
+pub(crate) unsafe fn dot_q4_k_avx2(x: &[u8], y: &[BlockQ8K], pf: *const u8) -> f32 {
     let m4 = _mm256_set1_epi8(0x0F);
     let mut sumf = 0.0f32;
     for (i, yb) in y.iter().enumerate() {
         let xb = &x[i * Q4_K_BYTES..(i + 1) * Q4_K_BYTES];
+        prefetch_block::<Q4_K_BYTES>(pf, i);
         let (sc, mn) = q4_k_scales_mins(&xb[4..16]);
         let (pq, p8) = (xb.as_ptr().add(16), yb.qs.as_ptr() as *const u8);
         let mut acc = _mm256_setzero_si256();
@@ -195,7 +214,7 @@ pub(crate) unsafe fn dot_q4_k_avx2(x: &[u8], y: &[BlockQ8K]) -> f32 {
 
 /// AVX-512 Q4_K·Q8_K: 128 elements per step (`maddubs` on 512 bits, scales by `dpwssd`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q4_k_avx512(x: &[u8], y: &[BlockQ8K]) -> f32 {
+pub(crate) unsafe fn dot_q4_k_avx512(x: &[u8], y: &[BlockQ8K], pf: *const u8) -> f32 {
     let m4 = _mm512_set1_epi8(0x0F);
     // i16 lane l of a product vector belongs to sub-block (l < 16 ? a : b) of the pair (a, b).
     let idx = |a: i16, b: i16| _mm512_mask_blend_epi16(0xFFFF_0000, _mm512_set1_epi16(a), _mm512_set1_epi16(b));
@@ -203,6 +222,7 @@ pub(crate) unsafe fn dot_q4_k_avx512(x: &[u8], y: &[BlockQ8K]) -> f32 {
     let mut sumf = 0.0f32;
     for (i, yb) in y.iter().enumerate() {
         let xb = &x[i * Q4_K_BYTES..(i + 1) * Q4_K_BYTES];
+        prefetch_block::<Q4_K_BYTES>(pf, i);
         let (sc, mn) = q4_k_scales_mins(&xb[4..16]);
         let sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(sc.as_ptr() as *const __m128i)));
         let (pq, p8) = (xb.as_ptr().add(16), yb.qs.as_ptr() as *const u8);
@@ -254,10 +274,11 @@ unsafe fn q6_k_scale_pair(sc16: __m256i, m: i32) -> __m256i {
 macro_rules! q6_k_kernel {
     ($name:ident, $feat:literal, $acc:ident) => {
         #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn $name(x: &[u8], y: &[BlockQ8K]) -> f32 {
+        pub(crate) unsafe fn $name(x: &[u8], y: &[BlockQ8K], pf: *const u8) -> f32 {
             let mut sumf = 0.0f32;
             for (i, yb) in y.iter().enumerate() {
                 let xb = &x[i * Q6_K_BYTES..(i + 1) * Q6_K_BYTES];
+                prefetch_block::<Q6_K_BYTES>(pf, i);
                 let p = xb.as_ptr();
                 let p8 = yb.qs.as_ptr() as *const u8;
                 let sc_lo = _mm_loadu_si128(p.add(Q6_SC) as *const __m128i);
