@@ -1,4 +1,4 @@
-//! Quantised GEMV (one activation row, the decode case) over an ERNIE-4.5-21B-A3B expert-shaped
+//! Quantised GEMV (one activation row, the decode case, through `qgemv_batch`) over an ERNIE-4.5-21B-A3B expert-shaped
 //! weight stack, Q4_K / Q6_K / Q8_0 against the bf16 GEMV, reported as GB/s of weight streamed
 //! (criterion's throughput), plus the machine's read bandwidth measured in the same run.
 //!
@@ -15,7 +15,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ernie_runtime::ops::{gemm, matmul_xwt};
-use ernie_runtime::ops::quant::{qmatmul_dequant, qmatmul_int8, qmatmul_xwt_on, Path, QScratch, QType, QWeight};
+use ernie_runtime::ops::quant::{qgemv_batch_on, qmatmul_dequant, qmatmul_int8, qmatmul_xwt_on, Path, QGemvJob, QScratch, QType, QWeight};
 use ernie_runtime::Tensor;
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -87,7 +87,6 @@ fn bench_gemv(c: &mut Criterion) {
         let w = random_qweight(qt);
         let (rows, _) = w.dims();
         let mut out = vec![0.0f32; rows];
-        let mut scratch = QScratch::default();
         g.throughput(Throughput::Bytes(w.bytes().len() as u64));
         for p in Path::available() {
             if p == Path::Scalar && rows > 4 * I * 16 {
@@ -96,13 +95,13 @@ fn bench_gemv(c: &mut Criterion) {
                 let mut o = vec![0.0f32; 16 * I];
                 g.throughput(Throughput::Bytes(part.bytes().len() as u64));
                 g.bench_function(BenchmarkId::new(format!("{qt}/{p:?}"), format!("{}x{H}", 16 * I)), |b| {
-                    b.iter(|| qmatmul_xwt_on(p, &x, &part, &mut o, &mut scratch).expect("gemv"))
+                    b.iter(|| qgemv_batch_on(p, &[QGemvJob::new(&part, &x, 1, &mut o)]).expect("gemv"))
                 });
                 g.throughput(Throughput::Bytes(w.bytes().len() as u64));
                 continue;
             }
             g.bench_function(BenchmarkId::new(format!("{qt}/{p:?}"), format!("{rows}x{H}")), |b| {
-                b.iter(|| qmatmul_xwt_on(p, &x, &w, &mut out, &mut scratch).expect("gemv"))
+                b.iter(|| qgemv_batch_on(p, &[QGemvJob::new(&w, &x, 1, &mut out)]).expect("gemv"))
             });
         }
     }

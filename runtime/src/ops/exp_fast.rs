@@ -74,6 +74,7 @@ mod x86 {
     }
 
     /// `exp` of each element (for the test of [`exp16`]).
+    #[cfg(test)]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn exp_slice(x: &mut [f32]) {
         for c in x.chunks_exact_mut(16) {

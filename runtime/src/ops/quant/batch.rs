@@ -2,7 +2,9 @@
 //! matrices of every active expert and of the shared MLP, then all their down matrices, as
 //! [`crate::ops::gemm::gemv_batch`] does for 16-bit weights. Each job's activation rows are
 //! quantised once (Q8_0 or Q8_K, by the weight's type, exactly as [`super::qmatmul_xwt`] does), then
-//! one rayon pass streams every weight row of every job once. The activation buffers are reused
+//! one rayon pass streams every weight row of every job once, in runs of up to `ROWS_PER_TASK`
+//! rows through the row kernels (`dot_q8_0_rows` etc.: activation blocks shared by a group of
+//! rows, software prefetch of the rows ahead). The activation buffers are reused
 //! per thread, so the steady state allocates only the small offset lists.
 //!
 //! Same numbers as [`super::qmatmul_xwt`] on each job, bit for bit (same quantizer, same dots).
@@ -13,7 +15,7 @@ use std::marker::PhantomData;
 use rayon::prelude::*;
 
 use super::blocks::{quantize_row_q8_0, quantize_row_q8_k, BlockQ8K, Q8_0_BYTES, QK8_0, QK_K};
-use super::dot::{dot_q4_k_q8_k, dot_q6_k_q8_k, dot_q8_0_q8_0, Path};
+use super::dot::{dot_q4_k_rows, dot_q6_k_rows, dot_q8_0_rows, Path};
 use super::{QType, QWeight};
 use crate::ops::gemm::SyncPtr;
 use crate::{Error, Result};
@@ -124,17 +126,17 @@ fn run(path: Path, jobs: &[QGemvJob<'_>], s: &mut Scratch) {
         let j = &jobs[i];
         let (n, k) = j.w.dims();
         let (wb, wrb, o) = (j.w.bytes(), j.w.row_bytes(), offs[i]);
-        for row in t * ROWS_PER_TASK..((t + 1) * ROWS_PER_TASK).min(n) {
-            let wr = &wb[row * wrb..(row + 1) * wrb];
-            for r in 0..j.m {
-                let v = match j.w.qtype() {
-                    QType::Q8_0 => dot_q8_0_q8_0(path, wr, &q80[o + r * wrb..o + (r + 1) * wrb]),
-                    QType::Q4K => dot_q4_k_q8_k(path, wr, &q8k[o + r * (k / QK_K)..o + (r + 1) * (k / QK_K)]),
-                    QType::Q6K => dot_q6_k_q8_k(path, wr, &q8k[o + r * (k / QK_K)..o + (r + 1) * (k / QK_K)]),
-                };
-                // SAFETY: r < m, row < n: inside this job's out [m, n], which it holds exclusively;
-                // each (job, row) belongs to one task.
-                unsafe { *j.out.0.add(r * n + row) = v };
+        let rows = t * ROWS_PER_TASK..((t + 1) * ROWS_PER_TASK).min(n);
+        let w = &wb[rows.start * wrb..rows.end * wrb];
+        for r in 0..j.m {
+            // SAFETY: r < m and `rows` ⊂ 0..n: a contiguous run of this job's out [m, n], which it
+            // holds exclusively; each (job, row) belongs to one task, so no other task touches it.
+            let out = unsafe { std::slice::from_raw_parts_mut(j.out.0.add(r * n + rows.start), rows.len()) };
+            let kb = k / QK_K;
+            match j.w.qtype() {
+                QType::Q8_0 => dot_q8_0_rows(path, w, &q80[o + r * wrb..o + (r + 1) * wrb], out),
+                QType::Q4K => dot_q4_k_rows(path, w, &q8k[o + r * kb..o + (r + 1) * kb], out),
+                QType::Q6K => dot_q6_k_rows(path, w, &q8k[o + r * kb..o + (r + 1) * kb], out),
             }
         }
     });

@@ -64,6 +64,18 @@ impl Path {
 /// we state the bound per block count: `|Δ| ≤ 2·nb·ε·Σ|terms|`.
 pub const Q8_0_SUM_ULPS: f32 = 2.0;
 
+/// Weight rows per group of the row kernels ([`dot_q8_0_rows`], [`dot_q4_k_rows`],
+/// [`dot_q6_k_rows`]): the AVX-512 Q8_0 kernel loads each activation block once per group, and
+/// every SIMD kernel prefetches the row this many rows on.
+pub(crate) const ROW_GROUP: usize = 4;
+
+/// Where a single-row dot prefetches: the next row (rows are contiguous in a weight).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn next_row(x: &[u8]) -> *const u8 {
+    x.as_ptr().wrapping_add(x.len())
+}
+
 // ------------------------------------------------------------------------------------ Q8_0
 
 /// `Σ x·y` of two Q8_0 rows of `nb` blocks each (`x`, `y`: `nb × 34` bytes), on `path`.
@@ -93,6 +105,55 @@ pub fn dot_q8_0_q8_0_scalar(x: &[u8], y: &[u8]) -> f32 {
     sumf
 }
 
+/// `out[r] = Σ w[r]·y` for the `out.len()` consecutive Q8_0 weight rows in `w` (`out.len() ×
+/// y.len()` bytes) and one Q8_0 activation row `y`, on `path`. Each result equals
+/// [`dot_q8_0_q8_0`] on the same path bit for bit (its twin: [`dot_q8_0_q8_0_scalar`] per row).
+pub(crate) fn dot_q8_0_rows(path: Path, w: &[u8], y: &[u8], out: &mut [f32]) {
+    let rb = y.len();
+    debug_assert_eq!(w.len(), out.len() * rb);
+    #[cfg(target_arch = "x86_64")]
+    if path == Path::Avx512Vnni {
+        for (g, o) in out.chunks_mut(ROW_GROUP).enumerate() {
+            let wg = &w[g * ROW_GROUP * rb..(g * ROW_GROUP + o.len()) * rb];
+            // SAFETY: features checked by `Path`; `wg` holds `o.len()` rows of `y`'s whole blocks.
+            unsafe {
+                match o {
+                    [a, b, c, d] => {
+                        let mut v = [0.0; 4];
+                        x86::dot_q8_0_rows_avx512::<4>(wg, y, &mut v);
+                        [*a, *b, *c, *d] = v;
+                    }
+                    [a, b, c] => {
+                        let mut v = [0.0; 3];
+                        x86::dot_q8_0_rows_avx512::<3>(wg, y, &mut v);
+                        [*a, *b, *c] = v;
+                    }
+                    [a, b] => {
+                        let mut v = [0.0; 2];
+                        x86::dot_q8_0_rows_avx512::<2>(wg, y, &mut v);
+                        [*a, *b] = v;
+                    }
+                    _ => o.iter_mut().enumerate().for_each(|(r, v)| *v = x86::dot_q8_0_avx512(&wg[r * rb..(r + 1) * rb], y)),
+                }
+            }
+        }
+        return;
+    }
+    for (r, v) in out.iter_mut().enumerate() {
+        *v = dot_q8_0_q8_0(path, &w[r * rb..(r + 1) * rb], y);
+    }
+}
+
+/// The K-quant row loop of [`dot_q4_k_rows`] / [`dot_q6_k_rows`]: `kernel(row, y, prefetch)`
+/// per row, prefetching [`ROW_GROUP`] rows on.
+#[inline(always)]
+fn k_rows(w: &[u8], rb: usize, out: &mut [f32], kernel: impl Fn(&[u8], *const u8) -> f32) {
+    for (r, v) in out.iter_mut().enumerate() {
+        let row = &w[r * rb..(r + 1) * rb];
+        *v = kernel(row, row.as_ptr().wrapping_add(ROW_GROUP * rb));
+    }
+}
+
 // ------------------------------------------------------------------------------------ Q4_K
 
 /// `Σ x·y` of a Q4_K row (`x`: `nb × 144` bytes) with a Q8_K row (`y`: `nb` blocks), on `path`.
@@ -102,11 +163,28 @@ pub(crate) fn dot_q4_k_q8_k(path: Path, x: &[u8], y: &[BlockQ8K]) -> f32 {
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features checked by `Path`; `x` holds `y.len()` whole blocks.
-        Path::Avx512Vnni => unsafe { x86::dot_q4_k_avx512(x, y) },
+        Path::Avx512Vnni => unsafe { x86::dot_q4_k_avx512(x, y, next_row(x)) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Path::Avx2 => unsafe { x86::dot_q4_k_avx2(x, y) },
+        Path::Avx2 => unsafe { x86::dot_q4_k_avx2(x, y, next_row(x)) },
         _ => dot_q4_k_q8_k_scalar(x, y),
+    }
+}
+
+/// `out[r] = Σ w[r]·y` for `out.len()` consecutive Q4_K weight rows (`w`: `out.len() × y.len()`
+/// blocks of 144 bytes) and one Q8_K row `y`, on `path`; equals [`dot_q4_k_q8_k`] per row bit for
+/// bit (the SIMD kernels only prefetch further ahead).
+pub(crate) fn dot_q4_k_rows(path: Path, w: &[u8], y: &[BlockQ8K], out: &mut [f32]) {
+    let rb = y.len() * Q4_K_BYTES;
+    debug_assert_eq!(w.len(), out.len() * rb);
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features checked by `Path`; each row holds `y.len()` whole blocks.
+        Path::Avx512Vnni => k_rows(w, rb, out, |x, pf| unsafe { x86::dot_q4_k_avx512(x, y, pf) }),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Path::Avx2 => k_rows(w, rb, out, |x, pf| unsafe { x86::dot_q4_k_avx2(x, y, pf) }),
+        _ => k_rows(w, rb, out, |x, _| dot_q4_k_q8_k_scalar(x, y)),
     }
 }
 
@@ -158,11 +236,26 @@ pub(crate) fn dot_q6_k_q8_k(path: Path, x: &[u8], y: &[BlockQ8K]) -> f32 {
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: features checked by `Path`; `x` holds `y.len()` whole blocks.
-        Path::Avx512Vnni => unsafe { x86::dot_q6_k_avx512(x, y) },
+        Path::Avx512Vnni => unsafe { x86::dot_q6_k_avx512(x, y, next_row(x)) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Path::Avx2 => unsafe { x86::dot_q6_k_avx2(x, y) },
+        Path::Avx2 => unsafe { x86::dot_q6_k_avx2(x, y, next_row(x)) },
         _ => dot_q6_k_q8_k_scalar(x, y),
+    }
+}
+
+/// [`dot_q4_k_rows`] for Q6_K weight rows (210-byte blocks); equals [`dot_q6_k_q8_k`] per row.
+pub(crate) fn dot_q6_k_rows(path: Path, w: &[u8], y: &[BlockQ8K], out: &mut [f32]) {
+    let rb = y.len() * Q6_K_BYTES;
+    debug_assert_eq!(w.len(), out.len() * rb);
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features checked by `Path`; each row holds `y.len()` whole blocks.
+        Path::Avx512Vnni => k_rows(w, rb, out, |x, pf| unsafe { x86::dot_q6_k_avx512(x, y, pf) }),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Path::Avx2 => k_rows(w, rb, out, |x, pf| unsafe { x86::dot_q6_k_avx2(x, y, pf) }),
+        _ => k_rows(w, rb, out, |x, _| dot_q6_k_q8_k_scalar(x, y)),
     }
 }
 

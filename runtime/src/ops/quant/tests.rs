@@ -255,3 +255,71 @@ fn qgemv_batch_equals_qmatmul_per_job() {
     let mut out = vec![0.0; 69];
     assert!(matches!(qgemv_batch(&[QGemvJob::new(&wq8, &x8[..k8], 1, &mut out)]), Err(crate::Error::ShapeMismatch { .. })));
 }
+
+/// The row kernels (several weight rows per call, the decode path of `qgemv_batch`) against the
+/// single-row dot on the same path (bit for bit) and the scalar twin (bit for bit for the
+/// K-quants, within the stated bound for Q8_0), for ragged row counts around the group size.
+#[test]
+fn row_kernels_match_single_row_dots_on_every_path() {
+    let mut rng = Rng(0x0013_0004);
+    let nb = 5; // super-blocks per row (K-quants); Q8_0 rows get 8·nb + 1 blocks (an odd count)
+    let y = q8k_row(&rng.vec(nb * QK_K));
+    let nb8 = 8 * nb + 1;
+    let mut y8 = vec![0u8; nb8 * Q8_0_BYTES];
+    quantize_row_q8_0(&rng.vec(nb8 * QK8_0), &mut y8);
+    for rows in [1, 2, 3, 4, 5, 6, 7, 9, 13] {
+        let w4 = random_blocks(&mut rng, rows * nb, Q4_K_BYTES, &[0, 2]);
+        let w6 = random_blocks(&mut rng, rows * nb, Q6_K_BYTES, &[Q6_D]);
+        let w8 = random_blocks(&mut rng, rows * nb8, Q8_0_BYTES, &[0]);
+        let (rb4, rb6) = (nb * Q4_K_BYTES, nb * Q6_K_BYTES);
+        for p in Path::available() {
+            let mut out = vec![f32::NAN; rows];
+            dot_q4_k_rows(p, &w4, &y, &mut out);
+            for (r, v) in out.iter().enumerate() {
+                let row = &w4[r * rb4..(r + 1) * rb4];
+                assert_eq!(v.to_bits(), dot_q4_k_q8_k_scalar(row, &y).to_bits(), "q4_K {p:?} rows {rows} r {r}");
+            }
+            dot_q6_k_rows(p, &w6, &y, &mut out);
+            for (r, v) in out.iter().enumerate() {
+                let row = &w6[r * rb6..(r + 1) * rb6];
+                assert_eq!(v.to_bits(), dot_q6_k_q8_k_scalar(row, &y).to_bits(), "q6_K {p:?} rows {rows} r {r}");
+            }
+            dot_q8_0_rows(p, &w8, &y8, &mut out);
+            for (r, v) in out.iter().enumerate() {
+                let row = &w8[r * y8.len()..(r + 1) * y8.len()];
+                assert_eq!(v.to_bits(), dot_q8_0_q8_0(p, row, &y8).to_bits(), "q8_0 {p:?} rows {rows} r {r}");
+                let want = dot_q8_0_q8_0_scalar(row, &y8);
+                let mag: f32 = row.chunks_exact(Q8_0_BYTES).zip(y8.chunks_exact(Q8_0_BYTES)).map(|(a, b)| dot_q8_0_q8_0_scalar(a, b).abs()).sum();
+                let bound = Q8_0_SUM_ULPS * nb8 as f32 * f32::EPSILON * mag;
+                assert!((v - want).abs() <= bound, "q8_0 {p:?} rows {rows} r {r}: {v} vs {want}");
+            }
+        }
+    }
+}
+
+/// Q8_0 weight quants take every i8 value, −128 included (a GGUF may hold them); with unit
+/// scales every path's row kernel is exact (activations in −127..=127, as the quantizer writes).
+#[test]
+fn q8_0_row_kernels_exact_for_every_weight_byte() {
+    let mut rng = Rng(0x80);
+    let nb = 9;
+    let mut y = rng.bytes(nb * Q8_0_BYTES);
+    for b in y.chunks_exact_mut(Q8_0_BYTES) {
+        b[..2].copy_from_slice(&f16::ONE.to_bits().to_le_bytes());
+        b[2..].iter_mut().for_each(|q| *q = (*q as i8).max(-127) as u8);
+    }
+    let rows = 6;
+    let mut w = rng.bytes(rows * nb * Q8_0_BYTES);
+    for (i, b) in w.chunks_exact_mut(Q8_0_BYTES).enumerate() {
+        b[..2].copy_from_slice(&f16::ONE.to_bits().to_le_bytes());
+        b[2 + i % 32] = 0x80; // a −128 in every block
+    }
+    let rb = y.len();
+    for p in Path::available() {
+        let mut out = vec![f32::NAN; rows];
+        dot_q8_0_rows(p, &w, &y, &mut out);
+        for (r, v) in out.iter().enumerate() {
+            assert_eq!(*v, dot_q8_0_q8_0_scalar(&w[r * rb..(r + 1) * rb], &y), "{p:?} row {r}");
+        }
+    }
+}
