@@ -19,9 +19,11 @@
 //!    `d·sc` is exact in f32 (an f16 times a ≤ 8-bit integer). `nsum = −128 · Σ wq` undoes the
 //!    `+128` of the activations in the integers.
 //! 3. **Kernel**: per sub-block, `isum = nsum + Σ wq · (q + 128)` (exact i32, no saturation:
-//!    `vpdpbusd` adds 4 products into 32 bits), then in f32
-//!    `acc = fma(isum, ws · xs, acc)` and, for Q4_K, `acc = acc − wm · xm`: ggml's
-//!    `d_y · (d_w · Σ sc·isum − dmin · Σ m·bsum)` with the products regrouped per sub-block.
+//!    `vpdpbusd` adds 4 products into 32 bits), then in f32: Q8_0 `acc = fma(isum, ws · xs, acc)`;
+//!    the K-quants, whose Q8_K activations have one scale per 256, `part = fma(isum, ws, part)`
+//!    and for Q4_K `part = part − wm · Σq`, then per super-block `acc = fma(part, xs, acc)`:
+//!    ggml's `d_y · (d_w · Σ sc·isum − dmin · Σ m·bsum)` with the products regrouped per
+//!    sub-block (one multiply per sub-block fewer than scaling each by `ws · xs`).
 //!
 //! Twins: [`tile_scalar`] runs the same panels with the same f32 operations in the same order
 //! (`mul_add` for every fused multiply-add), so the VNNI kernel equals it **bit for bit**; both
@@ -82,11 +84,15 @@ pub struct ActPanel {
     pub groups: usize,
     k: usize,
     sub: usize,
+    /// Sub-blocks sharing one activation scale: 1 for Q8_0, 8 or 16 for the K-quants (Q8_K's
+    /// one `d` per 256), whose kernels then apply `xs` once per super-block.
+    per_sb: usize,
     /// `[groups, k/4, COLS, 4]` u8: `q + 128`.
     xu: Vec<u8>,
     /// `[groups, k/S, COLS]` f32: the block scale `d` of each sub-block.
     xs: Vec<f32>,
-    /// `[groups, k/S, COLS]` f32: `xs · Σ q` over the sub-block.
+    /// `[groups, k/S, COLS]` f32: the sub-block's `Σ q` times `xs` for Q8_0, plain `Σ q` for the
+    /// K-quants (their `xs` is applied per super-block).
     xm: Vec<f32>,
 }
 
@@ -97,10 +103,12 @@ impl ActPanel {
     pub fn quantize(x: &[f32], t: usize, k: usize, qtype: QType, kern: IKernel) -> ActPanel {
         let sub = sub_elems(qtype);
         let (groups, nb) = (t.div_ceil(COLS), k / sub);
+        let per_sb = if qtype == QType::Q8_0 { 1 } else { QK_K / sub };
         let mut p = ActPanel {
             groups,
             k,
             sub,
+            per_sb,
             xu: vec![128u8; groups * k * COLS],
             xs: vec![0.0; groups * nb * COLS],
             xm: vec![0.0; groups * nb * COLS],
@@ -125,7 +133,7 @@ impl ActPanel {
                         }
                         for b in 0..nb {
                             xs[b * COLS + c] = d[b];
-                            xm[b * COLS + c] = d[b] * s[b] as f32;
+                            xm[b * COLS + c] = if per_sb == 1 { d[b] * s[b] as f32 } else { s[b] as f32 };
                         }
                     }
                 },
@@ -329,8 +337,11 @@ fn unpack_q6_k(src: &[u8], wq: &mut [i8], ws: &mut [f32], wm: &mut [f32]) {
 // ----------------------------------------------------------------------------------- kernel
 
 /// Scalar twin of the VNNI tile: rows `r0..r0+TILE_ROWS` of `w` against activation rows
-/// `c0..c0+cols` of `a`, each output `Σ_b fma(isum_b, ws·xs, ·)` then `− wm·xm` in that order
-/// (module doc, 3), written to `out[(c − c0) · ldo + r − r0]` for the first `rows` rows.
+/// `c0..c0+cols` of `a`, written to `out[(c − c0) · ldo + r − r0]` for the first `rows` rows.
+/// Per sub-block `isum` as in the module doc, then in f32, each multiply-add fused (`mul_add`):
+/// Q8_0 (a scale per block) `acc = fma(isum, ws·xs, acc)`; the K-quants (one activation scale
+/// per super-block, as ggml factors `d_y` out) `part = fma(isum, ws, part)`, for Q4_K also
+/// `part = part − wm·Σq`, and per super-block `acc = fma(part, xs, acc)`.
 ///
 /// # Safety
 /// `r0 + rows ≤ w.rows`, `c0 + cols ≤ a.groups · COLS`, and `out` is valid for writes at
@@ -339,17 +350,27 @@ fn unpack_q6_k(src: &[u8], wq: &mut [i8], ws: &mut [f32], wm: &mut [f32]) {
 pub unsafe fn tile_scalar(w: &WeightPanel, r0: usize, rows: usize, a: &ActPanel, c0: usize, cols: usize, out: *mut f32, ldo: usize) {
     let (k, sub) = (w.k, w.sub);
     let nb = k / sub;
+    let per = a.per_sb;
     for r in r0..r0 + rows {
         for c in c0..c0 + cols {
             let mut acc = 0.0f32;
-            for b in 0..nb {
-                let (q, xs, xm) = a.get(c, b);
-                let wq = &w.wq[r * k + b * sub..r * k + (b + 1) * sub];
-                let isum = w.nsum[r * nb + b] + wq.iter().zip(q).map(|(&wv, xq)| wv as i32 * (xq + 128)).sum::<i32>();
-                let s = w.ws[r * nb + b] * xs;
-                acc = (isum as f32).mul_add(s, acc);
-                if w.min {
-                    acc = (-w.wm[r * nb + b]).mul_add(xm, acc);
+            for sb in 0..nb / per {
+                let mut part = 0.0f32;
+                for b in sb * per..(sb + 1) * per {
+                    let (q, xs, xm) = a.get(c, b);
+                    let wq = &w.wq[r * k + b * sub..r * k + (b + 1) * sub];
+                    let isum = w.nsum[r * nb + b] + wq.iter().zip(q).map(|(&wv, xq)| wv as i32 * (xq + 128)).sum::<i32>();
+                    if per == 1 {
+                        acc = (isum as f32).mul_add(w.ws[r * nb + b] * xs, acc);
+                    } else {
+                        part = (isum as f32).mul_add(w.ws[r * nb + b], part);
+                        if w.min {
+                            part = (-w.wm[r * nb + b]).mul_add(xm, part);
+                        }
+                    }
+                }
+                if per > 1 {
+                    acc = part.mul_add(a.get(c, sb * per).1, acc);
                 }
             }
             *out.add((c - c0) * ldo + r - r0) = acc;
@@ -465,11 +486,12 @@ pub(crate) struct Views<'a> {
     pub k: usize,
     pub sub: usize,
     pub min: bool,
+    pub per_sb: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn views<'a>(w: &'a WeightPanel, a: &'a ActPanel) -> Views<'a> {
-    Views { wq: &w.wq, ws: &w.ws, wm: &w.wm, nsum: &w.nsum, xu: &a.xu, xs: &a.xs, xm: &a.xm, k: w.k, sub: w.sub, min: w.min }
+    Views { wq: &w.wq, ws: &w.ws, wm: &w.wm, nsum: &w.nsum, xu: &a.xu, xs: &a.xs, xm: &a.xm, k: w.k, sub: w.sub, min: w.min, per_sb: a.per_sb }
 }
 
 #[cfg(test)]

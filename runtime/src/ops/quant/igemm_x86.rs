@@ -2,9 +2,8 @@
 //! layouts and the formula). Register tile: [`TILE_ROWS`] weight rows × `V` vectors of
 //! [`COLS`] activation rows; per 4-byte quad one 64-byte activation load per vector and one
 //! broadcast weight dword per row feed `TILE_ROWS · V` `vpdpbusd`. Per sub-block the i32 sums
-//! start from `nsum` (the `+128` correction), then one `vcvtdq2ps`, one `vmulps` (`ws · xs`), one
-//! `vfmadd` and, for Q4_K, one `vfnmadd` (`wm · xm`) per accumulator: the same operations in the
-//! same order as [`super::igemm::tile_scalar`], so the two agree bit for bit.
+//! start from `nsum` (the `+128` correction), then `vcvtdq2ps` and the f32 steps of
+//! [`super::igemm::tile_scalar`], in the same order, so the two agree bit for bit.
 #![cfg(target_arch = "x86_64")]
 
 use std::arch::x86_64::*;
@@ -23,12 +22,12 @@ pub(crate) unsafe fn tile(w: &WeightPanel, r0: usize, rows: usize, a: &ActPanel,
     let g0 = c0 / COLS;
     let mut acc = [[0.0f32; 2 * COLS]; TILE_ROWS];
     match (cols > COLS, v.min, v.sub) {
-        (true, true, 32) => run::<2, true, 32>(&v, r0, g0, &mut acc),
-        (true, false, 32) => run::<2, false, 32>(&v, r0, g0, &mut acc),
-        (true, _, _) => run::<2, false, 16>(&v, r0, g0, &mut acc),
-        (false, true, 32) => run::<1, true, 32>(&v, r0, g0, &mut acc),
-        (false, false, 32) => run::<1, false, 32>(&v, r0, g0, &mut acc),
-        (false, _, _) => run::<1, false, 16>(&v, r0, g0, &mut acc),
+        (true, _, _) if v.per_sb == 1 => run::<2>(&v, r0, g0, &mut acc),
+        (false, _, _) if v.per_sb == 1 => run::<1>(&v, r0, g0, &mut acc),
+        (true, true, 32) => run_k::<2, true, 32>(&v, r0, g0, &mut acc),
+        (true, _, _) => run_k::<2, false, 16>(&v, r0, g0, &mut acc),
+        (false, true, 32) => run_k::<1, true, 32>(&v, r0, g0, &mut acc),
+        (false, _, _) => run_k::<1, false, 16>(&v, r0, g0, &mut acc),
     }
     for (r, row) in acc.iter().enumerate().take(rows) {
         for (c, &val) in row.iter().enumerate().take(cols) {
@@ -37,10 +36,13 @@ pub(crate) unsafe fn tile(w: &WeightPanel, r0: usize, rows: usize, a: &ActPanel,
     }
 }
 
-/// `V` vectors of activation rows from group `g0`, `MIN`: Q4_K's min term, `S`: sub-block size.
+/// `V` vectors of activation rows from group `g0` over Q8_0 weights (32-element blocks, a scale
+/// per block on both sides).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn run<const V: usize, const MIN: bool, const S: usize>(v: &Views, r0: usize, g0: usize, out: &mut [[f32; 2 * COLS]; TILE_ROWS]) {
+unsafe fn run<const V: usize>(v: &Views, r0: usize, g0: usize, out: &mut [[f32; 2 * COLS]; TILE_ROWS]) {
+    const S: usize = 32;
+    const MIN: bool = false;
     let (k, nb) = (v.k, v.k / S);
     let wq = v.wq.as_ptr().add(r0 * k);
     let (ws, wm, nsum) = (v.ws.as_ptr().add(r0 * nb), v.wm.as_ptr().add(r0 * nb), v.nsum.as_ptr().add(r0 * nb));
@@ -86,6 +88,73 @@ unsafe fn run<const V: usize, const MIN: bool, const S: usize>(v: &Views, r0: us
                 if MIN {
                     acc[r][j] = _mm512_fnmadd_ps(wmb, xmv[j], acc[r][j]);
                 }
+            }
+        }
+    }
+    for r in 0..TILE_ROWS {
+        for j in 0..V {
+            _mm512_storeu_ps(out[r].as_mut_ptr().add(j * COLS), acc[r][j]);
+        }
+    }
+}
+
+/// `V` vectors of activation rows from group `g0` over K-quant weights: `S`-element sub-blocks
+/// (32 for Q4_K with its min term `MIN`, 16 for Q6_K), one activation scale per 256-element
+/// super-block applied once to the super-block's partial sum (the scalar twin's order).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn run_k<const V: usize, const MIN: bool, const S: usize>(v: &Views, r0: usize, g0: usize, out: &mut [[f32; 2 * COLS]; TILE_ROWS]) {
+    let (k, nb) = (v.k, v.k / S);
+    let per = 256 / S;
+    let wq = v.wq.as_ptr().add(r0 * k);
+    let (ws, wm, nsum) = (v.ws.as_ptr().add(r0 * nb), v.wm.as_ptr().add(r0 * nb), v.nsum.as_ptr().add(r0 * nb));
+    let xu = v.xu.as_ptr().add(g0 * k * COLS);
+    let (xs, xm) = (v.xs.as_ptr().add(g0 * nb * COLS), v.xm.as_ptr().add(g0 * nb * COLS));
+    let mut acc = [[_mm512_setzero_ps(); V]; TILE_ROWS];
+    for sb in 0..nb / per {
+        let mut part = [[_mm512_setzero_ps(); V]; TILE_ROWS];
+        for b in sb * per..(sb + 1) * per {
+            let mut isum = [[_mm512_setzero_si512(); V]; TILE_ROWS];
+            for (r, row) in isum.iter_mut().enumerate() {
+                let init = _mm512_set1_epi32(*nsum.add(r * nb + b));
+                for s in row.iter_mut() {
+                    *s = init;
+                }
+            }
+            for q in 0..S / 4 {
+                let quad = b * S / 4 + q;
+                let mut x = [_mm512_setzero_si512(); V];
+                for (j, xv) in x.iter_mut().enumerate() {
+                    *xv = _mm512_loadu_si512(xu.add(j * k * COLS + quad * COLS * 4) as *const _);
+                }
+                for (r, row) in isum.iter_mut().enumerate() {
+                    let wv = _mm512_set1_epi32((wq.add(r * k + quad * 4) as *const i32).read_unaligned());
+                    for (s, xv) in row.iter_mut().zip(&x) {
+                        *s = _mm512_dpbusd_epi32(*s, *xv, wv);
+                    }
+                }
+            }
+            let mut xmv = [_mm512_setzero_ps(); V];
+            if MIN {
+                for (j, m) in xmv.iter_mut().enumerate() {
+                    *m = _mm512_loadu_ps(xm.add((j * nb + b) * COLS));
+                }
+            }
+            for r in 0..TILE_ROWS {
+                let wsb = _mm512_set1_ps(*ws.add(r * nb + b));
+                let wmb = if MIN { _mm512_set1_ps(*wm.add(r * nb + b)) } else { _mm512_setzero_ps() };
+                for j in 0..V {
+                    part[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r][j]), wsb, part[r][j]);
+                    if MIN {
+                        part[r][j] = _mm512_fnmadd_ps(wmb, xmv[j], part[r][j]);
+                    }
+                }
+            }
+        }
+        for j in 0..V {
+            let xsv = _mm512_loadu_ps(xs.add((j * nb + sb * per) * COLS));
+            for r in 0..TILE_ROWS {
+                acc[r][j] = _mm512_fmadd_ps(part[r][j], xsv, acc[r][j]);
             }
         }
     }
