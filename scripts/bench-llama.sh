@@ -28,10 +28,14 @@ export LD_LIBRARY_PATH="$llama_bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # (a) the checkpoint, (b) its GGUF files.
 [ -f "$model/model.safetensors" ] || "$py" "$here/tests/reference/make_bench_checkpoint.py" "$model"
 mkdir -p "$gguf_dir"
+# bf16 is also the source of the quantised files; f16 only when asked for.
 for t in bf16 f16; do
+  case " $formats " in *" $t "*|*" q8_0 "*|*" q4_k_m "*) ;; *) continue ;; esac
+  [ "$t" = f16 ] && case " $formats " in *" f16 "*) ;; *) continue ;; esac
   [ -f "$gguf_dir/bench-$t.gguf" ] || "$py" "$here/scripts/bench_gguf_convert.py" "$llama_src" "$model" "$gguf_dir/bench-$t.gguf" "$t" >&2
 done
 for t in q8_0 q4_k_m; do
+  case " $formats " in *" $t "*) ;; *) continue ;; esac
   up=$(tr '[:lower:]' '[:upper:]' <<<"$t")
   [ -f "$gguf_dir/bench-$t.gguf" ] || "$llama_bin/llama-quantize" "$gguf_dir/bench-bf16.gguf" "$gguf_dir/bench-$t.gguf" "$up" "$threads" >&2
 done

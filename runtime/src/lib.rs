@@ -28,6 +28,8 @@ pub mod model;
 pub mod nn;
 pub mod ops;
 pub mod tensor;
+#[cfg(test)]
+mod test_util;
 pub mod tools;
 pub mod weights;
 

@@ -233,13 +233,8 @@ mod tests {
     #[test]
     fn gemm_attention_matches_the_row_dots() {
         let (t, cache_len, nh, nkv, hd) = (70, 5, 4, 2, 24);
-        let mut st = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = move || {
-            st ^= st << 13;
-            st ^= st >> 7;
-            st ^= st << 17;
-            (st >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
-        };
+        let mut u = crate::test_util::uniform(0x9E37_79B9_7F4A_7C15);
+        let mut rnd = move || u() * 4.0;
         let q: Vec<f32> = (0..t * nh * hd).map(|_| rnd()).collect();
         let kc: Vec<f32> = (0..(cache_len + t) * nkv * hd).map(|_| rnd()).collect();
         let vc: Vec<f32> = (0..(cache_len + t) * nkv * hd).map(|_| rnd()).collect();

@@ -167,13 +167,7 @@ mod tests {
     #[test]
     fn routing_does_not_depend_on_the_batch() {
         let (e, h, t) = (8, 300, 13);
-        let mut s = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
+        let mut rnd = crate::test_util::uniform(0x2545_f491_4f6c_dd1d);
         let r = Router {
             weight: (0..e * h).map(|_| rnd()).collect(),
             bias: Some((0..e).map(|_| rnd() * 0.1).collect()),

@@ -351,7 +351,7 @@ thread_local! {
 /// Hints that the cache line at `p` will be read soon (into L2); a no-op off x86-64. Never
 /// faults, whatever the address.
 #[inline(always)]
-fn prefetch_l2(p: *const u8) {
+pub(crate) fn prefetch_l2(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint and never faults.
     unsafe {

@@ -40,6 +40,7 @@ use super::blocks::{
     Q8_0_BYTES, QK8_0, QK_K,
 };
 use super::dot::Path;
+use crate::ops::gemm::prefetch_l2;
 use super::{QType, QWeight};
 use crate::{Error, Result};
 
@@ -378,18 +379,6 @@ pub unsafe fn tile_scalar(w: &WeightPanel, r0: usize, rows: usize, a: &ActPanel,
     }
 }
 
-/// Hints that the cache line at `p` will be read soon (into L2); a no-op off x86-64.
-#[inline(always)]
-fn prefetch_l2(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 thread_local! {
     /// Each thread's reusable [`WeightPanel`].
     static PANEL: RefCell<WeightPanel> = RefCell::new(WeightPanel::default());
@@ -523,15 +512,7 @@ mod tests {
     use super::*;
     use crate::ops::quant::{qmatmul_xwt_on, QScratch};
 
-    fn rnd(seed: u64) -> impl FnMut() -> f32 {
-        let mut s = seed;
-        move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        }
-    }
+    use crate::test_util::uniform as rnd;
 
     const QTYPES: [QType; 3] = [QType::Q8_0, QType::Q4K, QType::Q6K];
 

@@ -73,13 +73,7 @@ mod tests {
     #[test]
     fn panels_match_the_dequantised_twin() {
         let (t, n, k) = (20, 600, 512);
-        let mut s = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
+        let mut rnd = crate::test_util::uniform(0x2545_f491_4f6c_dd1d);
         let x: Vec<f32> = (0..t * k).map(|_| rnd()).collect();
         let w: Vec<f32> = (0..n * k).map(|_| rnd()).collect();
         for qt in [QType::Q8_0, QType::Q4K, QType::Q6K] {
