@@ -60,8 +60,9 @@ trap 'rm -rf "$tmp"' EXIT
 active=""
 for r in $(seq "$rounds"); do
   for f in $formats; do
-    # A llama.cpp built with -march=native on an AMX CPU dies with SIGILL (132) on q8_0 / q4_k_m
-    # where the VM does not grant AMX tile state: rerun with --repack 0 (no AMX / repacked
+    # The llama.cpp built here (-march=native, AMX CPU) dies with SIGILL (132) on q8_0 / q4_k_m
+    # in its AMX / repack path (cause not diagnosed: torch's oneDNN runs AMX on the same VM):
+    # rerun with --repack 0 (no AMX / repacked
     # buffers; slower for llama.cpp) and mark the row.
     rp=""; [ -e "$tmp/norepack-$f" ] && rp="--repack 0"
     # shellcheck disable=SC2086
