@@ -399,11 +399,13 @@ impl OutPtr {
     }
 }
 
-fn dims(x_len: usize, out_len: usize, n: usize, k: usize) -> Result<usize> {
+/// Rows `t` of `x` `[t, k]` with `out` `[t, n]` for the quantised GEMMs (`op` names the caller).
+/// Errors: [`Error::ShapeMismatch`] unless `k > 0`, `x` is whole rows and `out` matches.
+pub(super) fn dims(op: &'static str, x_len: usize, out_len: usize, n: usize, k: usize) -> Result<usize> {
     let t = if k > 0 { x_len / k } else { 0 };
     if k == 0 || x_len % k != 0 || Some(out_len) != t.checked_mul(n) {
         return Err(Error::ShapeMismatch {
-            op: "qmatmul_int8",
+            op,
             expected: format!("x [t, {k}] and out [t, {n}]"),
             got: format!("x len {x_len}, out len {out_len}"),
         });
@@ -430,7 +432,7 @@ pub fn qmatmul_int8(x: &[f32], w: &QWeight, out: &mut [f32]) -> Result<()> {
 /// it runs the scalar twin instead).
 pub fn qmatmul_int8_on(kern: IKernel, x: &[f32], w: &QWeight, out: &mut [f32]) -> Result<()> {
     let (n, k) = w.dims();
-    let t = dims(x.len(), out.len(), n, k)?;
+    let t = dims("qmatmul_int8", x.len(), out.len(), n, k)?;
     if t == 0 || n == 0 {
         return Ok(());
     }

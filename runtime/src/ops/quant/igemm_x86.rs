@@ -36,6 +36,34 @@ pub(crate) unsafe fn tile(w: &WeightPanel, r0: usize, rows: usize, a: &ActPanel,
     }
 }
 
+/// The exact i32 sums of sub-block `b` for the tile: `nsum + Σ wq · (q + 128)` per weight row
+/// (`wq`, `nsum` at the tile's first row) and activation vector (`xu` at its first group).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn sub_block<const V: usize, const S: usize>(wq: *const i8, nsum: *const i32, xu: *const u8, k: usize, nb: usize, b: usize) -> [[__m512i; V]; TILE_ROWS] {
+    let mut isum = [[_mm512_setzero_si512(); V]; TILE_ROWS];
+    for (r, row) in isum.iter_mut().enumerate() {
+        let init = _mm512_set1_epi32(*nsum.add(r * nb + b));
+        for s in row.iter_mut() {
+            *s = init;
+        }
+    }
+    for q in 0..S / 4 {
+        let quad = b * S / 4 + q; // quad index along k
+        let mut x = [_mm512_setzero_si512(); V];
+        for (j, xv) in x.iter_mut().enumerate() {
+            *xv = _mm512_loadu_si512(xu.add(j * k * COLS + quad * COLS * 4) as *const _);
+        }
+        for (r, row) in isum.iter_mut().enumerate() {
+            let wv = _mm512_set1_epi32((wq.add(r * k + quad * 4) as *const i32).read_unaligned());
+            for (s, xv) in row.iter_mut().zip(&x) {
+                *s = _mm512_dpbusd_epi32(*s, *xv, wv);
+            }
+        }
+    }
+    isum
+}
+
 /// `V` vectors of activation rows from group `g0` over Q8_0 weights (32-element blocks, a scale
 /// per block on both sides).
 #[inline]
@@ -51,26 +79,7 @@ unsafe fn run<const V: usize>(v: &Views, r0: usize, g0: usize, out: &mut [[f32; 
     let (xs, xm) = (v.xs.as_ptr().add(g0 * nb * COLS), v.xm.as_ptr().add(g0 * nb * COLS));
     let mut acc = [[_mm512_setzero_ps(); V]; TILE_ROWS];
     for b in 0..nb {
-        let mut isum = [[_mm512_setzero_si512(); V]; TILE_ROWS];
-        for (r, row) in isum.iter_mut().enumerate() {
-            let init = _mm512_set1_epi32(*nsum.add(r * nb + b));
-            for s in row.iter_mut() {
-                *s = init;
-            }
-        }
-        for q in 0..S / 4 {
-            let quad = b * S / 4 + q; // quad index along k
-            let mut x = [_mm512_setzero_si512(); V];
-            for (j, xv) in x.iter_mut().enumerate() {
-                *xv = _mm512_loadu_si512(xu.add(j * k * COLS + quad * COLS * 4) as *const _);
-            }
-            for (r, row) in isum.iter_mut().enumerate() {
-                let wv = _mm512_set1_epi32((wq.add(r * k + quad * 4) as *const i32).read_unaligned());
-                for (s, xv) in row.iter_mut().zip(&x) {
-                    *s = _mm512_dpbusd_epi32(*s, *xv, wv);
-                }
-            }
-        }
+        let isum = sub_block::<V, S>(wq, nsum, xu, k, nb, b);
         let mut xsv = [_mm512_setzero_ps(); V];
         let mut xmv = [_mm512_setzero_ps(); V];
         for j in 0..V {
@@ -114,26 +123,7 @@ unsafe fn run_k<const V: usize, const MIN: bool, const S: usize>(v: &Views, r0: 
     for sb in 0..nb / per {
         let mut part = [[_mm512_setzero_ps(); V]; TILE_ROWS];
         for b in sb * per..(sb + 1) * per {
-            let mut isum = [[_mm512_setzero_si512(); V]; TILE_ROWS];
-            for (r, row) in isum.iter_mut().enumerate() {
-                let init = _mm512_set1_epi32(*nsum.add(r * nb + b));
-                for s in row.iter_mut() {
-                    *s = init;
-                }
-            }
-            for q in 0..S / 4 {
-                let quad = b * S / 4 + q;
-                let mut x = [_mm512_setzero_si512(); V];
-                for (j, xv) in x.iter_mut().enumerate() {
-                    *xv = _mm512_loadu_si512(xu.add(j * k * COLS + quad * COLS * 4) as *const _);
-                }
-                for (r, row) in isum.iter_mut().enumerate() {
-                    let wv = _mm512_set1_epi32((wq.add(r * k + quad * 4) as *const i32).read_unaligned());
-                    for (s, xv) in row.iter_mut().zip(&x) {
-                        *s = _mm512_dpbusd_epi32(*s, *xv, wv);
-                    }
-                }
-            }
+            let isum = sub_block::<V, S>(wq, nsum, xu, k, nb, b);
             let mut xmv = [_mm512_setzero_ps(); V];
             if MIN {
                 for (j, m) in xmv.iter_mut().enumerate() {

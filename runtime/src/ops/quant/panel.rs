@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::QWeight;
 use crate::ops::gemm::{gemm, Kernel, Precision, WeightRef};
-use crate::{Error, Result};
+use crate::Result;
 
 /// Weight rows dequantised per panel: bounds the f32 copy to `PANEL_ROWS · in · 4` bytes
 /// (5 MiB at `in` = 2560).
@@ -24,25 +24,13 @@ pub const PANEL_ROWS: usize = 512;
 /// panel's dequantisation is not amortised).
 pub const DEQUANT_MIN_ROWS: usize = 16;
 
-fn dims(x_len: usize, out_len: usize, n: usize, k: usize) -> Result<usize> {
-    let t = if k > 0 { x_len / k } else { 0 };
-    if k == 0 || x_len % k != 0 || Some(out_len) != t.checked_mul(n) {
-        return Err(Error::ShapeMismatch {
-            op: "qmatmul_dequant",
-            expected: format!("x [t, {k}] and out [t, {n}]"),
-            got: format!("x len {x_len}, out len {out_len}"),
-        });
-    }
-    Ok(t)
-}
-
 /// `out[t, n] = x[t, k] · deq(W)ᵀ` with `W` `[n, k]` quantised, `x` f32: panel by panel through
 /// the packed GEMM (module docs).
 ///
-/// Errors: [`Error::ShapeMismatch`] when `x` is not `[t, k]` or `out` is not `[t, n]`.
+/// Errors: [`crate::Error::ShapeMismatch`] when `x` is not `[t, k]` or `out` is not `[t, n]`.
 pub fn qmatmul_dequant(x: &[f32], w: &QWeight, out: &mut [f32]) -> Result<()> {
     let (n, k) = w.dims();
-    let t = dims(x.len(), out.len(), n, k)?;
+    let t = super::igemm::dims("qmatmul_dequant", x.len(), out.len(), n, k)?;
     if t == 0 || n == 0 {
         return Ok(());
     }
