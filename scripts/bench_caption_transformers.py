@@ -33,6 +33,8 @@ from transformers import (
     Ernie4_5_VLMoeVideoProcessor,
 )
 
+# VL_TOKENS and make_processor repeat tests/reference/make_vl_reference.py's on purpose: importing
+# that module would load torchvision and torchcodec too, inflating the process-start timing.
 VL_TOKENS = dict(
     image_token="<|IMAGE_PLACEHOLDER|>", image_start_token="<|IMAGE_START|>", image_end_token="<|IMAGE_END|>",
     video_token="<|VIDEO_PLACEHOLDER|>", video_start_token="<|VIDEO_START|>", video_end_token="<|VIDEO_END|>",
